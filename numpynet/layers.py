@@ -1,0 +1,119 @@
+"""Layers of a feed-forward network, each with its backward rule beside its forward one.
+
+A layer caches in `forward` what its `backward` needs. Trainable arrays live in
+`layer.params` (updated in place by the optimizer) and their gradients, same keys
+and shapes, in `layer.grads`. Arrays are float32 unless a test passes float64
+(the gradient check does); a layer keeps the dtype it is given.
+
+Shapes: N = batch size. Dense layers take (N, D); image layers take (N, C, H, W).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class Layer:
+    """Base class: no parameters, identity spec."""
+
+    kind = "layer"
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Given dL/d(output), fill `self.grads` and return dL/d(input) (None if not needed)."""
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-able description from which `numpynet.model.layer_from_spec` rebuilds the layer."""
+        return {"kind": self.kind}
+
+
+def he_normal(rng: np.random.Generator, fan_in: int, shape: tuple[int, ...],
+              dtype: np.dtype = np.float32) -> np.ndarray:
+    """He-normal init: N(0, 2 / fan_in), the right scale for ReLU layers."""
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+class Dense(Layer):
+    """Fully connected: y = x @ W + b.  x (N, in), W (in, out), b (out,), y (N, out)."""
+
+    kind = "dense"
+
+    def __init__(self, n_in: int, n_out: int, rng: np.random.Generator | None = None,
+                 dtype: np.dtype = np.float32) -> None:
+        super().__init__()
+        self.n_in, self.n_out = n_in, n_out
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.params = {"W": he_normal(rng, n_in, (n_in, n_out), dtype), "b": np.zeros(n_out, dtype)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._x: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self._x = x
+        y = x @ self.params["W"]
+        y += self.params["b"]
+        return y
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        # dW = x^T dY ; db = sum_n dY ; dx = dY W^T
+        np.matmul(self._x.T, grad_out, out=self.grads["W"])
+        np.sum(grad_out, axis=0, out=self.grads["b"])
+        return grad_out @ self.params["W"].T if need_input_grad else None
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "n_in": self.n_in, "n_out": self.n_out}
+
+
+class ReLU(Layer):
+    """y = max(x, 0), elementwise; any shape."""
+
+    kind = "relu"
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self._mask = x > 0
+        return np.maximum(x, 0)
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        # the derivative is 1 where the input was positive, 0 elsewhere (0 at exactly 0)
+        return grad_out * self._mask
+
+
+class Dropout(Layer):
+    """Inverted dropout: at training, zero each unit with probability `rate` and scale the
+    survivors by 1 / (1 - rate), so evaluation is the identity. Any shape.
+
+    `fixed_mask` (tests only) replaces the random draw with a given keep-mask.
+    """
+
+    kind = "dropout"
+
+    def __init__(self, rate: float, rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate!r}")
+        self.rate = rate
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.fixed_mask: np.ndarray | None = None
+        self._scale_mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        if not training or self.rate == 0.0:
+            self._scale_mask = None
+            return x
+        keep = self.fixed_mask if self.fixed_mask is not None else self.rng.random(x.shape, dtype=np.float32) >= self.rate
+        self._scale_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self._scale_mask
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        return grad_out if self._scale_mask is None else grad_out * self._scale_mask
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "rate": self.rate}

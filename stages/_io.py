@@ -1,0 +1,169 @@
+"""Shared plumbing for the stages: params, validation errors, atomic writes.
+
+Every stage is `python -m stages.<name>` and goes through `run_stage`, so a
+`StageError` becomes one readable line on stderr and exit status 1 (never a
+traceback), and every file is written to a temporary name in the same folder
+and renamed into place, so an interrupted run leaves nothing half-written under
+a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class StageError(Exception):
+    """A problem the user can act on; printed without a traceback."""
+
+
+def run_stage(name: str, main: Callable[[], None]) -> None:
+    """Run a stage's `main`, turning `StageError` into `error: ...` and exit 1."""
+    try:
+        main()
+    except StageError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; no output was written under its final name", file=sys.stderr)
+        sys.exit(130)
+
+
+# ---------------------------------------------------------------- params
+
+
+def load_params(section: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Return `params.yaml[section]` as a dict, or raise StageError saying what is wrong."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise StageError(f"cannot read {path}: {err.strerror}; run from the repository root") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise StageError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get(section), dict):
+        raise StageError(f"{path}: missing section '{section}:' (a mapping of that stage's params)")
+    return data[section]
+
+
+_MISSING = object()
+
+
+def param(params: dict[str, Any], section: str, key: str, kind: type | tuple[type, ...],
+          check: Callable[[Any], bool] | None = None, allowed: str = "",
+          default: Any = _MISSING) -> Any:
+    """Fetch `params[key]`, checking its type and an optional predicate.
+
+    The error names the key as `params.yaml: section.key`, the bad value, and
+    what is allowed. `bool` is never accepted where a number is asked for
+    (YAML's `yes` would otherwise pass as 1).
+    """
+    where = f"{PARAMS_FILE}: {section}.{key}"
+    if key not in params:
+        if default is not _MISSING:
+            return default
+        raise StageError(f"{where} is missing; expected {allowed or _type_name(kind)}")
+    value = params[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    is_bool_for_number = isinstance(value, bool) and bool not in kinds
+    if is_bool_for_number or not isinstance(value, kinds):
+        raise StageError(f"{where}: {value!r} is a {type(value).__name__}; expected {allowed or _type_name(kind)}")
+    if check is not None and not check(value):
+        raise StageError(f"{where}: {value!r} is not allowed; expected {allowed}")
+    return value
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with _atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    write_bytes(path, buf.getvalue())
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Uncompressed .npz; zip entries carry a fixed timestamp, so the bytes are reproducible."""
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    write_bytes(path, buf.getvalue())
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def save_figure(path: Path, fig: Any) -> None:
+    """Save a matplotlib figure as a PNG with no timestamp or software tag (byte-stable)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    write_bytes(path, buf.getvalue())
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces `path` as a whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old.{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
