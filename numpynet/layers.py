@@ -117,3 +117,23 @@ class Dropout(Layer):
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "rate": self.rate}
+
+
+class Reshape(Layer):
+    """(N, D) -> (N, *shape), e.g. flat CIFAR rows (N, 3072) into images (N, 3, 32, 32)."""
+
+    kind = "reshape"
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self._in_shape = x.shape
+        return x.reshape((x.shape[0],) + self.shape)
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        return grad_out.reshape(self._in_shape) if need_input_grad else None
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "shape": list(self.shape)}

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -132,9 +133,17 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Uncompressed .npz; zip entries carry a fixed timestamp, so the bytes are reproducible."""
+    """An uncompressed .npz that `np.load` reads, written byte-reproducibly.
+
+    `np.savez` stamps each zip entry with the current time; here every entry gets
+    the same fixed timestamp, so the same arrays always give the same bytes.
+    """
     buf = io.BytesIO()
-    np.savez(buf, allow_pickle=False, **arrays)
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
     write_bytes(path, buf.getvalue())
 
 

@@ -1,0 +1,46 @@
+"""Per-batch data augmentation on flat CIFAR rows.
+
+A row is 3072 values in CIFAR's channel-plane order: 1024 red, then 1024 green,
+then 1024 blue, each plane 32x32 row-major. So row.reshape(3, 32, 32)[c, r, col]
+is channel c at pixel (r, col). Both functions take and return (N, 3072) arrays
+(any float dtype) and never modify their input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SHAPE = (3, 32, 32)
+
+
+def random_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mirror each image left-right with probability 1/2: pixel (r, c) -> (r, 31 - c), every channel.
+
+    images (N, 3072) -> (N, 3072).
+    """
+    n = len(images)
+    out = images.reshape(n, *SHAPE).copy()
+    flip = rng.random(n) < 0.5
+    out[flip] = out[flip, :, :, ::-1]
+    return out.reshape(n, -1)
+
+
+def random_crop(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
+    """Zero-pad each image by `pad` pixels on every side, then cut a random 32x32 window.
+
+    The content shifts by up to `pad` pixels in each direction; channels never mix.
+    images (N, 3072) -> (N, 3072).
+    """
+    n = len(images)
+    if pad == 0:
+        return images.copy()
+    c, h, w = SHAPE
+    padded = np.zeros((n, c, h + 2 * pad, w + 2 * pad), images.dtype)
+    padded[:, :, pad:pad + h, pad:pad + w] = images.reshape(n, *SHAPE)
+    dy = rng.integers(0, 2 * pad + 1, size=n)
+    dx = rng.integers(0, 2 * pad + 1, size=n)
+    rows = dy[:, None] + np.arange(h)                      # (N, 32)
+    cols = dx[:, None] + np.arange(w)                      # (N, 32)
+    out = padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]
+    return out.reshape(n, -1)

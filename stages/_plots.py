@@ -1,0 +1,57 @@
+"""Matplotlib figures for the stages (Agg backend, no display needed, byte-stable PNGs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from stages._io import save_figure  # noqa: E402
+
+
+def loss_curve(path: Path, epochs: list[int], train_loss: list[float],
+               val_loss: list[float] | None, val_accuracy: list[float] | None) -> None:
+    """Training (and validation) loss per epoch, with validation accuracy on a second axis."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(epochs, train_loss, label="train loss", color="tab:blue")
+    if val_loss is not None:
+        ax.plot(epochs, val_loss, label="validation loss", color="tab:orange")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy loss")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if val_accuracy is not None:
+        ax2 = ax.twinx()
+        ax2.plot(epochs, val_accuracy, label="validation accuracy", color="tab:green", linestyle="--")
+        ax2.set_ylabel("validation accuracy")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, loc="center right")
+    ax.set_title("Training loss curve")
+    fig.tight_layout()
+    save_figure(path, fig)
+    plt.close(fig)
+
+
+def confusion_matrix(path: Path, counts: np.ndarray, class_names: list[str]) -> None:
+    """Counts (K, K) as a heat map, the count written in every cell; rows true, columns predicted."""
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.2 * k + 2.5, 1.2 * k + 1.5))
+    ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    threshold = counts.max() / 2 if counts.size else 0
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center",
+                    color="white" if counts[i, j] > threshold else "black")
+    ax.set_title("Confusion matrix (test split)")
+    fig.tight_layout()
+    save_figure(path, fig)
+    plt.close(fig)

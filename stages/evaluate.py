@@ -1,0 +1,68 @@
+"""Stage `evaluate`: score the trained model on the test split.
+
+    python -m stages.evaluate
+
+Reads models/model.npz and data/prepared/test_*.npy; writes metrics/metrics.json
+(accuracy, per-class precision / recall / F1 / support keyed by class name,
+macro averages, confusion matrix), plots/confusion.csv (one row per test image,
+`actual,predicted` as class names) and plots/confusion_matrix.png, and prints a
+report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from numpynet.metrics import classification_report, confusion_matrix
+from numpynet.model import from_arrays
+from stages import _plots
+from stages._io import StageError, load_npz, run_stage, write_json, write_text
+
+DATA = Path("data/prepared")
+MODEL = Path("models/model.npz")
+METRICS = Path("metrics/metrics.json")
+CONFUSION_CSV = Path("plots/confusion.csv")
+CONFUSION_PNG = Path("plots/confusion_matrix.png")
+
+
+def format_report(report: dict) -> str:
+    """The report as a fixed-width table, like the reference project's printout."""
+    names = list(report["per_class"])
+    width = max(12, *(len(n) for n in names))
+    lines = [f"Test accuracy: {report['accuracy']:.4f}", "",
+             f"{'class':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>9}"]
+    for name, m in report["per_class"].items():
+        lines.append(f"{name:<{width}} {m['precision']:>9.4f} {m['recall']:>9.4f} {m['f1']:>9.4f} {m['support']:>9d}")
+    macro = report["macro_avg"]
+    total = sum(m["support"] for m in report["per_class"].values())
+    lines.append(f"{'macro avg':<{width}} {macro['precision']:>9.4f} {macro['recall']:>9.4f} {macro['f1']:>9.4f} {total:>9d}")
+    lines += ["", "Confusion matrix (rows: true, columns: predicted)",
+              " " * width + "".join(f" {n[:9]:>9}" for n in names)]
+    for name, row in report["confusion_matrix"].items():
+        lines.append(f"{name:<{width}}" + "".join(f" {row[n]:>9d}" for n in names))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    try:
+        network, meta = from_arrays(load_npz(MODEL))
+        x_test, y_test = np.load(DATA / "test_images.npy"), np.load(DATA / "test_labels.npy")
+    except (OSError, ValueError, KeyError) as err:
+        raise StageError(f"cannot load the model or test data ({err}); run `dvc repro train` first") from err
+    names = meta["class_names"]
+    if x_test.shape[1:] != (3072,) or (len(y_test) and y_test.max() >= len(names)):
+        raise StageError(f"test data in {DATA}/ does not match the model ({len(names)} classes: {', '.join(names)}); "
+                         "rerun `dvc repro`")
+
+    y_pred = network.predict_proba(x_test).argmax(axis=1)
+    report = classification_report(y_test, y_pred, names)
+    write_json(METRICS, report)
+    write_text(CONFUSION_CSV, "actual,predicted\n" + "".join(f"{names[a]},{names[p]}\n" for a, p in zip(y_test, y_pred)))
+    _plots.confusion_matrix(CONFUSION_PNG, confusion_matrix(y_test, y_pred, len(names)), names)
+    print(format_report(report))
+
+
+if __name__ == "__main__":
+    run_stage("evaluate", main)

@@ -1,0 +1,81 @@
+"""Stage `filter_normalize`: choose classes, split off validation, normalize.
+
+    python -m stages.filter_normalize
+
+Reads data/raw/ (from `fetch`) and params `filter_normalize.*`; writes
+data/prepared/{train,val,test}_{images,labels}.npy (float32 (N, 3072) in CIFAR's
+channel-plane order; int64 labels 0..k-1 in the order of `classes`) and
+data/prepared/dataset.json (class names, split counts, normalization statistics).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from numpynet.data import NORMALIZATIONS, normalization_stats, normalize, select_classes, stratified_split
+from stages._io import StageError, atomic_dir, load_params, param, run_stage, save_npy, write_json
+
+RAW = Path("data/raw")
+OUT = Path("data/prepared")
+
+
+def read_params(all_names: list[str]) -> dict:
+    p = load_params("filter_normalize")
+    sec = "filter_normalize"
+    classes = param(p, sec, "classes", list, lambda v: 2 <= len(v) <= 10,
+                    f"a list of 2 to 10 distinct class names from: {', '.join(all_names)}")
+    for name in classes:
+        if not isinstance(name, str) or name not in all_names:
+            raise StageError(f"params.yaml: {sec}.classes: unknown class {name!r}; choose from {', '.join(all_names)}")
+    duplicates = sorted({c for c in classes if classes.count(c) > 1})
+    if duplicates:
+        raise StageError(f"params.yaml: {sec}.classes: {', '.join(map(repr, duplicates))} listed twice; each class may appear once")
+    return {
+        "classes": classes,
+        "normalize": param(p, sec, "normalize", str, lambda v: v in NORMALIZATIONS,
+                           f"one of {', '.join(NORMALIZATIONS)}"),
+        "val_fraction": float(param(p, sec, "val_fraction", (int, float), lambda v: 0 <= v <= 0.5,
+                                    "a number in [0, 0.5]")),
+        "seed": param(p, sec, "seed", int, lambda v: v >= 0, "a non-negative integer"),
+    }
+
+
+def main() -> None:
+    try:
+        all_names = json.loads((RAW / "class_names.json").read_text())
+    except (OSError, ValueError) as err:
+        raise StageError(f"cannot read {RAW}/class_names.json ({err}); run `dvc repro fetch` first") from err
+    params = read_params(all_names)
+    ids = [all_names.index(c) for c in params["classes"]]
+
+    train_images, train_labels = select_classes(np.load(RAW / "train_images.npy"), np.load(RAW / "train_labels.npy"), ids)
+    test_images, test_labels = select_classes(np.load(RAW / "test_images.npy"), np.load(RAW / "test_labels.npy"), ids)
+    train_idx, val_idx = stratified_split(train_labels, params["val_fraction"], np.random.default_rng(params["seed"]))
+    if len(train_idx) == 0:
+        raise StageError(f"no training images left for classes {params['classes']}")
+    stats = normalization_stats(train_images[train_idx], params["normalize"])  # train split only
+
+    splits = {
+        "train": (train_images[train_idx], train_labels[train_idx]),
+        "val": (train_images[val_idx], train_labels[val_idx]),
+        "test": (test_images, test_labels),
+    }
+    with atomic_dir(OUT) as tmp:
+        for split, (images, labels) in splits.items():
+            save_npy(tmp / f"{split}_images.npy", normalize(images, stats))
+            save_npy(tmp / f"{split}_labels.npy", labels.astype(np.int64))
+        write_json(tmp / "dataset.json", {
+            "class_names": params["classes"],
+            "counts": {s: {"total": int(len(l)), **{c: int(np.sum(l == i)) for i, c in enumerate(params["classes"])}}
+                       for s, (_, l) in splits.items()},
+            "normalization": {"method": params["normalize"], **stats},
+        })
+    counts = ", ".join(f"{s} {len(l)}" for s, (_, l) in splits.items())
+    print(f"filter_normalize: {', '.join(params['classes'])} -> {counts} ({params['normalize']})")
+
+
+if __name__ == "__main__":
+    run_stage("filter_normalize", main)

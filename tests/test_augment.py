@@ -1,0 +1,69 @@
+"""Augmentation geometry on CIFAR's channel-plane layout, checked on tiny images by hand."""
+
+import numpy as np
+
+from numpynet.augment import random_crop, random_flip
+
+
+class AlwaysFlip:
+    """A stand-in generator whose draws make every image flip (random() < 0.5)."""
+
+    def random(self, n):
+        return np.zeros(n)
+
+
+def coded_images(n=2):
+    """Value = 1 + 4096*image + 1024*channel + 32*row + col: never 0, and it says where it came from."""
+    i, c, r, col = np.meshgrid(np.arange(n), np.arange(3), np.arange(32), np.arange(32), indexing="ij")
+    return (1 + 4096 * i + 1024 * c + 32 * r + col).astype(np.float32).reshape(n, 3072)
+
+
+def test_flip_maps_pixel_r_c_to_r_31_minus_c_in_every_channel():
+    x = coded_images()
+    out = random_flip(x, AlwaysFlip()).reshape(2, 3, 32, 32)
+    src = x.reshape(2, 3, 32, 32)
+    for ch in range(3):
+        for r, c in [(0, 0), (5, 3), (31, 31), (17, 30)]:
+            assert out[1, ch, r, 31 - c] == src[1, ch, r, c]
+    assert np.array_equal(x, coded_images()), "input was modified"
+
+
+def test_flip_leaves_unchosen_images_alone():
+    x = coded_images(400)
+    out = random_flip(x, np.random.default_rng(0))
+    same = np.all(out == x, axis=1)
+    mirrored = np.all(out.reshape(-1, 3, 32, 32) == x.reshape(-1, 3, 32, 32)[..., ::-1], axis=1).all(axis=(1, 2))
+    assert np.all(same ^ mirrored)
+    assert 150 < same.sum() < 250
+
+
+def test_crop_shifts_content_not_channels():
+    n, pad = 200, 4
+    out = random_crop(coded_images(n), pad, np.random.default_rng(1)).reshape(n, 3, 32, 32)
+    pos_c, pos_r, pos_col = np.meshgrid(np.arange(3), np.arange(32), np.arange(32), indexing="ij")
+    shifts = set()
+    for i in range(n):
+        img = out[i]
+        real = img != 0                                   # zeros are padding
+        code = img[real].astype(np.int64) - 1 - 4096 * i
+        src_c, rest = np.divmod(code, 1024)
+        src_r, src_col = np.divmod(rest, 32)
+        assert np.array_equal(src_c, pos_c[real]), "content moved across channels"
+        dy, dx = np.unique(src_r - pos_r[real]), np.unique(src_col - pos_col[real])
+        assert len(dy) == 1 and len(dx) == 1, "not one rigid shift"
+        assert abs(dy[0]) <= pad and abs(dx[0]) <= pad
+        assert real.sum() == 3 * (32 - abs(dy[0])) * (32 - abs(dx[0])), "padding is not zero or content lost"
+        shifts.add((int(dy[0]), int(dx[0])))
+    assert len(shifts) > 20, "crops should vary"
+
+
+def test_crop_pads_with_zeros_at_the_border():
+    x = np.ones((1, 3072), np.float32)
+
+    class Corner:
+        def integers(self, lo, hi, size):
+            return np.zeros(size, int)  # window at the top-left: content shifted down-right by pad
+
+    out = random_crop(x, 2, Corner()).reshape(3, 32, 32)
+    assert np.all(out[:, :2, :] == 0) and np.all(out[:, :, :2] == 0)
+    assert np.all(out[:, 2:, 2:] == 1)

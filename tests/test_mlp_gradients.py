@@ -1,0 +1,125 @@
+"""Hand-written backward passes of the MLP against centered finite differences (float64)."""
+
+import numpy as np
+import pytest
+
+from numpynet.layers import Dense, Dropout, ReLU, Reshape
+from numpynet.losses import cross_entropy, log_softmax, softmax, softmax_cross_entropy
+from numpynet.model import Network, build_mlp
+from numpynet.optim import SGD
+from tests.gradcheck import numerical_gradient, relative_error
+
+TOL = 1e-6
+
+
+def make_batch(n=5, d=7, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)), rng.integers(0, k, n)
+
+
+def jitter(net: Network, seed: int = 2) -> None:
+    """Move every parameter off its init (biases are 0 there), so no ReLU input sits exactly on its kink."""
+    rng = np.random.default_rng(seed)
+    for _, p, _ in net.parameters():
+        p += 0.1 * rng.standard_normal(p.shape)
+
+
+def check_network(net: Network, x: np.ndarray, y: np.ndarray, training: bool = False) -> None:
+    def loss() -> float:
+        return cross_entropy(net.forward(x, training), y)
+
+    _, grad = softmax_cross_entropy(net.forward(x, training), y)
+    net.backward(grad)
+    analytic = {name: g.copy() for name, _, g in net.parameters()}
+    assert analytic, "network has no parameters"
+    for name, p, _ in net.parameters():
+        err = relative_error(analytic[name], numerical_gradient(loss, p))
+        assert err < TOL, f"{name}: relative error {err:.2e}"
+
+
+def test_mlp_every_weight_and_bias():
+    x, y = make_batch()
+    net = build_mlp(7, [6, 5], 3, np.random.default_rng(1), dtype=np.float64)
+    jitter(net)
+    check_network(net, x, y)
+
+
+def test_input_gradient_of_dense_relu_stack():
+    x, y = make_batch()
+    net = Network([Dense(7, 4, np.random.default_rng(3), np.float64), ReLU(), Dense(4, 3, np.random.default_rng(4), np.float64)])
+
+    def loss() -> float:
+        return cross_entropy(net.forward(x), y)
+
+    _, grad = softmax_cross_entropy(net.forward(x), y)
+    g = grad
+    for layer in reversed(net.layers):
+        g = layer.backward(g, need_input_grad=True)
+    assert relative_error(g, numerical_gradient(loss, x)) < TOL
+
+
+def test_dropout_with_a_fixed_mask():
+    x, y = make_batch(n=6)
+    net = build_mlp(7, [8, 6], 3, np.random.default_rng(5), dropout=0.5, dtype=np.float64)
+    rng = np.random.default_rng(6)
+    drops = [layer for layer in net.layers if isinstance(layer, Dropout)]
+    assert len(drops) == 2
+    for layer, width in zip(drops, (8, 6)):
+        layer.fixed_mask = rng.random((6, width)) >= 0.5
+    jitter(net)
+    check_network(net, x, y, training=True)
+
+
+def test_dropout_is_identity_at_evaluation_and_scales_at_training():
+    layer = Dropout(0.25, np.random.default_rng(0))
+    x = np.ones((2000, 50), np.float32)
+    assert np.array_equal(layer.forward(x, training=False), x)
+    out = layer.forward(x, training=True)
+    kept = out != 0
+    assert np.allclose(out[kept], 1 / 0.75)
+    assert abs(kept.mean() - 0.75) < 0.01
+
+
+def test_weight_decay_gradient_is_that_of_the_l2_penalty_on_weights_only():
+    x, y = make_batch()
+    net = build_mlp(7, [5], 3, np.random.default_rng(7), dtype=np.float64)
+    wd = 0.3
+    params = list(net.parameters())
+
+    def penalized() -> float:
+        weights = [p for name, p, _ in params if name.endswith(".W")]
+        return cross_entropy(net.forward(x), y) + 0.5 * wd * sum(float(np.sum(w * w)) for w in weights)
+
+    _, grad = softmax_cross_entropy(net.forward(x), y)
+    net.backward(grad)
+    SGD(params, weight_decay=wd).step(lr=0.0)  # lr 0: leaves weights, folds the decay into the grads
+    for name, p, g in params:
+        numeric = numerical_gradient(penalized, p)
+        assert relative_error(g, numeric) < TOL, name
+    biases = [g for name, _, g in params if name.endswith(".b")]
+    assert biases and all(np.any(b != 0) for b in biases)
+
+
+def test_reshape_round_trip_gradient():
+    layer = Reshape((3, 2, 2))
+    x = np.arange(24, dtype=np.float64).reshape(2, 12)
+    out = layer.forward(x)
+    assert out.shape == (2, 3, 2, 2) and out[1, 2, 1, 0] == x[1, 10]
+    assert np.array_equal(layer.backward(out * 2), x * 2)
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, 0.0, -1000.0], [-5e4, 5e4, 0.0]], np.float32)
+    y = np.array([0, 2])
+    loss, grad = softmax_cross_entropy(logits, y)
+    assert np.isfinite(loss) and np.all(np.isfinite(grad))
+    assert loss == pytest.approx((0.0 + 5e4) / 2, rel=1e-6)
+    assert np.allclose(softmax(logits).sum(axis=1), 1.0)
+    assert np.all(np.isfinite(log_softmax(logits)))
+
+
+def test_combined_gradient_equals_finite_differences_of_the_loss():
+    rng = np.random.default_rng(8)
+    logits, y = rng.standard_normal((4, 5)), rng.integers(0, 5, 4)
+    _, grad = softmax_cross_entropy(logits.copy(), y)
+    assert relative_error(grad, numerical_gradient(lambda: cross_entropy(logits, y), logits)) < TOL
