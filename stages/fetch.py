@@ -1,0 +1,113 @@
+"""fetch: get the CIFAR-10 python archive and decode it into plain arrays under data/raw/.
+
+    python -m stages.fetch                                       # download (or reuse the cache)
+    CIFAR10_ARCHIVE=../shared/cifar10/cifar-10-python.tar.gz python -m stages.fetch   # offline
+
+Reads params.yaml `fetch.url`, `fetch.md5` (of the downloaded archive) and `fetch.sha256` (of
+the decoded arrays). Sources:
+- CIFAR10_ARCHIVE=<file>: a local copy or mirror, used as is (it may be repackaged, so its md5
+  is not checked); nothing is downloaded.
+- otherwise `fetch.url`, downloaded once into the user cache ($CIFAR10_CACHE_DIR, else
+  $XDG_CACHE_HOME/cifar10-numpy, else ~/.cache/cifar10-numpy) and checked against `fetch.md5`.
+Whatever the source, the decoded arrays must match `fetch.sha256`, so the output is the same.
+
+Writes data/raw/ as a whole (or not at all): train_images.npy uint8 (50000, 3072),
+train_labels.npy int64 (50000,), test_images.npy uint8 (10000, 3072), test_labels.npy int64
+(10000,), class_names.json (the 10 names). No pickle leaves this stage.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from numpynet import cifar
+from stages._download import cached_download
+from stages._io import StageError, atomic_dir, load_params, param, run_stage, save_npy, write_json
+
+OUT_DIR = Path("data/raw")
+ARCHIVE_ENV = "CIFAR10_ARCHIVE"  # a local archive to use instead of downloading
+CACHE_ENV = "CIFAR10_CACHE_DIR"  # overrides the download cache folder (tests use it)
+LOCAL_HINT = (f"to use a local copy instead, set {ARCHIVE_ENV}=/path/to/cifar-10-python.tar.gz "
+              "(e.g. ../shared/cifar10/cifar-10-python.tar.gz)")
+
+
+def cache_dir(environ: os._Environ | dict = os.environ) -> Path:
+    """The user-level download cache: $CIFAR10_CACHE_DIR, $XDG_CACHE_HOME/cifar10-numpy or ~/.cache/..."""
+    if environ.get(CACHE_ENV):
+        return Path(environ[CACHE_ENV])
+    xdg = environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "cifar10-numpy"
+
+
+def _is_hex(n: int):
+    return lambda v: isinstance(v, str) and re.fullmatch(f"[0-9a-fA-F]{{{n}}}", v) is not None
+
+
+def read_params() -> tuple[str, str, dict[str, str]]:
+    p = load_params("fetch")
+    url = param(p, "fetch", "url", str, check=lambda u: u.startswith(("http://", "https://")),
+                allowed="an http:// or https:// URL")
+    md5 = param(p, "fetch", "md5", str, check=_is_hex(32), allowed="32 hex digits")
+    sha256 = param(p, "fetch", "sha256", dict,
+                   check=lambda d: set(d) == set(cifar.FINGERPRINT_KEYS) and all(map(_is_hex(64), d.values())),
+                   allowed=f"a mapping of {', '.join(cifar.FINGERPRINT_KEYS)} to 64 hex digits each")
+    return url, md5, sha256
+
+
+def locate_archive(url: str, md5: str) -> tuple[Path, str]:
+    """Return (archive path, a few words on where it came from)."""
+    local = os.environ.get(ARCHIVE_ENV)
+    if local:
+        path = Path(local)
+        if not path.is_file():
+            raise StageError(f"{ARCHIVE_ENV}={local}: no such file; point it at a copy of "
+                             f"cifar-10-python.tar.gz, or unset it to download {url}")
+        return path, f"local archive {path} ({ARCHIVE_ENV})"
+    cache = cache_dir()
+    try:
+        path, downloaded = cached_download(url, md5, cache)
+    except StageError as err:
+        raise StageError(f"{err}; {LOCAL_HINT}") from None
+    except OSError as err:
+        raise StageError(f"download cache {cache}: {err}; set {CACHE_ENV} to a writable folder, "
+                         f"or {LOCAL_HINT}") from None
+    return path, f"{'downloaded' if downloaded else 'cached copy of'} {url} ({path})"
+
+
+def main() -> None:
+    start = time.monotonic()
+    url, md5, expected = read_params()
+    path, source = locate_archive(url, md5)
+
+    try:
+        arrays = cifar.read_archive(path)
+    except cifar.CifarFormatError as err:
+        raise StageError(f"{path}: {err}; use an intact cifar-10-python.tar.gz") from None
+    except OSError as err:
+        raise StageError(f"cannot read {path}: {err.strerror or err}") from None
+
+    wrong = cifar.fingerprint_mismatches(cifar.fingerprints(arrays), expected)
+    if wrong:
+        raise StageError(
+            f"{path}: decoded {', '.join(wrong)} differ from params.yaml fetch.sha256; this is not "
+            "the CIFAR-10 data the pipeline expects (a modified or damaged copy?): use an unmodified "
+            f"cifar-10-python.tar.gz, or update fetch.sha256 only if you mean to change the dataset")
+
+    with atomic_dir(OUT_DIR) as tmp:
+        save_npy(tmp / "train_images.npy", arrays.train_images)
+        save_npy(tmp / "train_labels.npy", arrays.train_labels)
+        save_npy(tmp / "test_images.npy", arrays.test_images)
+        save_npy(tmp / "test_labels.npy", arrays.test_labels)
+        write_json(tmp / "class_names.json", arrays.class_names)
+
+    print(f"fetch: {source}\n"
+          f"fetch: wrote {OUT_DIR}/: {len(arrays.train_labels)} train + {len(arrays.test_labels)} test "
+          f"images, {len(arrays.class_names)} classes, fingerprints match params.yaml "
+          f"({time.monotonic() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    run_stage("fetch", main)
