@@ -5,8 +5,8 @@
     arrays = make_archive(tmp_path / "cifar-10-python.tar.gz")        # 60 train, 30 test images
     fps = fixture_fingerprints(tmp_path / "cifar-10-python.tar.gz")   # what fetch.sha256 must hold
     write_fetch_params(tmp_path / "params.yaml", fps)                 # repo params.yaml, sha256 swapped
-    # then run `python -m stages.fetch` with cwd=tmp_path, PYTHONPATH=<repo root> and
-    # CIFAR10_ARCHIVE=<the archive>; data/raw/ holds exactly `arrays`.
+    run_fetch(tmp_path, archive=tmp_path / "cifar-10-python.tar.gz")  # python -m stages.fetch there
+    # tmp_path/data/raw/ now holds exactly `arrays`
 
 The archive is laid out like cifar-10-python.tar.gz: a gzip'd tar holding the folder
 `cifar-10-batches-py/` with data_batch_1..5, test_batch and batches.meta. Each batch is a pickle
@@ -31,8 +31,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import pickle
 import struct
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -291,3 +294,28 @@ def write_fetch_params(dest: str | Path, fingerprints: dict[str, str], *, url: s
         params["fetch"]["md5"] = md5
     Path(dest).write_text(yaml.safe_dump(params, sort_keys=False))
     return Path(dest)
+
+
+def fetch_env(*, archive: str | Path | None = None, cache_dir: str | Path | None = None) -> dict[str, str]:
+    """Environment for running `python -m stages.fetch` outside the repo: the repo on PYTHONPATH,
+    CIFAR10_ARCHIVE = `archive` (unset if None), CIFAR10_CACHE_DIR = `cache_dir`, no proxy for
+    127.0.0.1 (local test servers)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIFAR10_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["no_proxy"] = env["NO_PROXY"] = "127.0.0.1,localhost"
+    if archive is not None:
+        env["CIFAR10_ARCHIVE"] = str(archive)
+    if cache_dir is not None:
+        env["CIFAR10_CACHE_DIR"] = str(cache_dir)
+    return env
+
+
+def run_fetch(workdir: str | Path, *, archive: str | Path | None = None, cache_dir: str | Path | None = None,
+              timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m stages.fetch` with cwd=`workdir` (which needs a params.yaml, e.g. from
+    write_fetch_params); it writes workdir/data/raw/. The download cache defaults to
+    workdir/download-cache so a test never touches the user's cache."""
+    cache_dir = Path(workdir) / "download-cache" if cache_dir is None else cache_dir
+    return subprocess.run([sys.executable, "-m", "stages.fetch"], cwd=workdir, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env=fetch_env(archive=archive, cache_dir=cache_dir))
