@@ -130,8 +130,8 @@ def _fetch_into(url: str, part: Path, connect_timeout: float, read_timeout: floa
             raise _Retry(what) from None
         raise DownloadError(f"download of {url} failed: {what}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-        raise _Retry(_describe(err, f"before the response (timeouts: connect {connect_timeout:g} s, "
-                               f"read {read_timeout:g} s)")) from None
+        raise _Retry(_describe(err, "while connecting or waiting for the response",
+                               f"connect timeout {connect_timeout:g} s, read timeout {read_timeout:g} s")) from None
 
     with response:
         total = None
@@ -162,7 +162,7 @@ def _fetch_into(url: str, part: Path, connect_timeout: float, read_timeout: floa
                     try:
                         chunk = response.read(CHUNK)
                     except (OSError, http.client.HTTPException) as err:
-                        raise _Retry(_describe(err, f"after {written} bytes (read timeout {read_timeout:g} s)")) from None
+                        raise _Retry(_describe(err, f"after {written} bytes", f"no data for {read_timeout:g} s")) from None
                     if not chunk:
                         break
                     f.write(chunk)
@@ -176,15 +176,15 @@ def _fetch_into(url: str, part: Path, connect_timeout: float, read_timeout: floa
     return mode == "ab"
 
 
-def _describe(err: BaseException, when: str) -> str:
-    """One line for a network error: 'timed out ...', 'Connection refused ...', ..."""
+def _describe(err: BaseException, when: str, timeouts: str) -> str:
+    """One line for a network error, e.g. 'timed out after 1024 bytes (no data for 60 s)'."""
     reason = err.reason if isinstance(err, urllib.error.URLError) else err
     if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-        return f"timed out {when}"
+        return f"timed out {when} ({timeouts})"
     if isinstance(reason, http.client.IncompleteRead):
         return f"connection closed {when}"
     text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
-    return f"{text} {when}"
+    return f"{text} ({when})"
 
 
 def _opener(read_timeout: float) -> urllib.request.OpenerDirector:
