@@ -19,62 +19,60 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from numpynet.layers import Layer, he_normal
 
-KERNEL = 3  # kernel side; padding 1 and stride 1 keep H x W ("same" convolution)
-TAPS = [(ky, kx) for ky in range(KERNEL) for kx in range(KERNEL)]  # row-major kernel taps
+KERNEL = 3         # kernel side; padding 1 and stride 1 keep H x W ("same" convolution)
+EVAL_CHUNK = 128   # images per im2col block when not training, so evaluating 10,000 images at
+                   # once needs a ~40 MB im2col buffer, not ~3 GB
 
 
-def _tap_slices(ky: int, kx: int, h: int, w: int) -> tuple[slice, slice, slice, slice]:
-    """For kernel tap (ky, kx) of a 3x3 / pad-1 convolution on an h x w image: the output rows
-    and columns (oy, ox) whose input pixel (oy + ky - 1, ox + kx - 1) lies inside the image, and
-    those input rows and columns (iy, ix).  Returns (oy, ox, iy, ix) as slices."""
-    dy, dx = ky - 1, kx - 1
-    oy = slice(max(0, -dy), h - max(0, dy))
-    ox = slice(max(0, -dx), w - max(0, dx))
-    iy = slice(max(0, dy), h + min(0, dy))
-    ix = slice(max(0, dx), w + min(0, dx))
-    return oy, ox, iy, ix
+def _im2col(x_pad: np.ndarray, cols: np.ndarray) -> None:
+    """Fill `cols` (N, H, W, 3, 3C) from the zero-padded channels-last input x_pad
+    (N, H+2, W+2, C): cols[n, y, x, ky, kx*C + c] = x_pad[n, y + ky, x + kx, c].
+
+    For a fixed (n, y, x, ky) the three kernel columns kx are 3C consecutive numbers of
+    x_pad, so the whole matrix is one strided view of x_pad copied once with runs of 3C."""
+    n, hp, wp, c = x_pad.shape
+    rows = x_pad.reshape(n, hp, wp * c)
+    windows = sliding_window_view(rows, (KERNEL, KERNEL * c), axis=(1, 2))[:, :, ::c]
+    np.copyto(cols, windows)  # windows: (N, H, W, 3, 3C) view, no copy until here
 
 
-def _im2col(x_nhwc: np.ndarray, cols: np.ndarray) -> None:
-    """Fill `cols` (N, H, W, 3, 3, C) with the 3x3 neighbourhood of every pixel of
-    `x_nhwc` (N, H, W, C): cols[n, y, x, ky, kx, c] = x[n, y + ky - 1, x + kx - 1, c].
-
-    Entries that fall in the zero padding are never written: `cols` must be zero there
-    on entry (Conv2D allocates it with np.zeros and reuses it, so they stay zero)."""
-    h, w = x_nhwc.shape[1:3]
-    for ky, kx in TAPS:
-        oy, ox, iy, ix = _tap_slices(ky, kx, h, w)
-        cols[:, oy, ox, ky, kx, :] = x_nhwc[:, iy, ix, :]
-
-
-def _col2im(dcols: np.ndarray, dx_nhwc: np.ndarray) -> None:
-    """Adjoint of `_im2col`: dx[n, y + ky - 1, x + kx - 1, c] += dcols[n, y, x, ky, kx, c],
-    summed over taps, padding contributions dropped.  dcols (N, H, W, 3, 3, C) ->
-    dx_nhwc (N, H, W, C), overwritten."""
-    h, w = dx_nhwc.shape[1:3]
+def _col2im(dcols: np.ndarray, dx: np.ndarray) -> None:
+    """Adjoint of `_im2col`, without the padding: dx[n, y + ky - 1, x + kx - 1, c] +=
+    dcols[n, y, x, ky, kx, c] summed over the 9 taps; contributions that land in the padding
+    are dropped.  dcols (N, H, W, 3, 3, C) -> dx (N, H, W, C) channels-last, overwritten."""
+    h, w = dx.shape[1:3]
     # the centre tap covers every pixel exactly once: assign it, then add the other eight
-    dx_nhwc[...] = dcols[:, :, :, 1, 1, :]
-    for ky, kx in TAPS:
-        if (ky, kx) == (1, 1):
-            continue
-        oy, ox, iy, ix = _tap_slices(ky, kx, h, w)
-        dx_nhwc[:, iy, ix, :] += dcols[:, oy, ox, ky, kx, :]
+    dx[...] = dcols[:, :, :, 1, 1, :]
+    for ky in range(KERNEL):
+        for kx in range(KERNEL):
+            if ky == kx == 1:
+                continue
+            # tap (ky, kx) of output pixel (y, x) reads input pixel (y + ky - 1, x + kx - 1);
+            # keep the output rows/cols whose input pixel is inside the image
+            oy = slice(max(0, 1 - ky), h - max(0, ky - 1))
+            ox = slice(max(0, 1 - kx), w - max(0, kx - 1))
+            iy = slice(max(0, ky - 1), h - max(0, 1 - ky))
+            ix = slice(max(0, kx - 1), w - max(0, 1 - kx))
+            dx[:, iy, ix, :] += dcols[:, oy, ox, ky, kx, :]
 
 
-def _conv_backward(cols: np.ndarray, w_mat: np.ndarray, dy: np.ndarray,
-                   need_input_grad: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Gradients of y = cols @ w_mat + b.
+def _conv_backward(cols: np.ndarray, w_mat: np.ndarray, dy: np.ndarray, need_input_grad: bool,
+                   dcols: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of y = cols @ w_mat + b, the convolution as one matmul.
 
     cols (M, 9C) im2col rows (M = N*H*W), w_mat (9C, F), dy (M, F) = dL/dy.
-    Returns dW_mat (9C, F), db (F,), and dcols (M, 9C) or None.
+    Returns dW_mat (9C, F) and db (F,); when need_input_grad, also fills dcols (M, 9C),
+    from which `_col2im` sums dL/dx.
     """
-    dw_mat = cols.T @ dy                               # dW = cols^T dY
-    db = dy.sum(axis=0)                                # db = sum over every pixel of dY
-    dcols = dy @ w_mat.T if need_input_grad else None  # dcols = dY W^T, then col2im -> dx
-    return dw_mat, db, dcols
+    dw_mat = cols.T @ dy                                # dW = cols^T dY
+    db = np.ones(len(dy), dy.dtype) @ dy                # db = sum of dY over every pixel (as a matvec: fast)
+    if need_input_grad:
+        np.matmul(dy, w_mat.T, out=dcols)               # dcols = dY W^T
+    return dw_mat, db
 
 
 class Conv2D(Layer):
@@ -83,9 +81,13 @@ class Conv2D(Layer):
     y[n, f, i, j] = b[f] + sum_{c, ky, kx} W[f, c, ky, kx] * x[n, c, i + ky - 1, j + kx - 1]
     with x zero outside the image.
 
-    x (N, C, H, W) -> y (N, F, H, W), any float dtype in, the parameters' dtype out
-    (y is a view of channels-last memory, see the module docstring).
+    x (N, C, H, W) any float dtype and memory layout -> y (N, F, H, W) in the parameters'
+    dtype, a view of channels-last (N, H, W, F) memory (see the module docstring).
     W (F, C, 3, 3) He-normal with fan_in = 9C; b (F,) zeros.
+
+    Forward: copy x into a zero-bordered channels-last buffer, unfold it into an im2col matrix
+    (N*H*W, 9C) with one strided copy, and multiply by the (9C, F) weight matrix. Backward
+    reuses that matrix for dW and scatters dY W^T back with 9 shifted slice-adds (col2im).
     """
 
     kind = "conv2d"
@@ -102,37 +104,62 @@ class Conv2D(Layer):
         self.params = {"W": he_normal(rng, fan_in, (out_channels, in_channels, KERNEL, KERNEL), dtype),
                        "b": np.zeros(out_channels, dtype)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self._cols: np.ndarray | None = None   # (N, H, W, 3, 3, C) im2col buffer, reused across calls
-        self._w_mat: np.ndarray | None = None  # (9C, F) weights of the last forward
+        self._buffers: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: tuple | None = None  # (cols, w_mat, x shape) of the last training forward
 
-    def _cols_buffer(self, n: int, h: int, w: int, dtype: np.dtype) -> np.ndarray:
-        shape = (n, h, w, KERNEL, KERNEL, self.in_channels)
-        if self._cols is None or self._cols.shape != shape or self._cols.dtype != dtype:
-            self._cols = np.zeros(shape, dtype)  # zeros: the padding entries are never written
-        return self._cols
+    def _work_buffers(self, purpose: str, n: int, h: int, w: int,
+                      dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Reused (padded input (N, H+2, W+2, C), im2col (N, H, W, 3, 3C)) pair; the padded
+        buffer's border is zeroed once, at allocation, and never written afterwards."""
+        key = (purpose, n, h, w, np.dtype(dtype))
+        if key not in self._buffers:
+            if len(self._buffers) >= 4:  # e.g. batch size changed: drop stale shapes
+                self._buffers.clear()
+            c = self.in_channels
+            self._buffers[key] = (np.zeros((n, h + 2, w + 2, c), dtype),
+                                  np.empty((n, h, w, KERNEL, KERNEL * c), dtype))
+        return self._buffers[key]
+
+    def _forward_block(self, x: np.ndarray, w_mat: np.ndarray, purpose: str) -> tuple[np.ndarray, np.ndarray]:
+        """y (n*H*W, F) and the im2col matrix (n*H*W, 9C) it came from, for x (n, C, H, W)."""
+        n, c, h, w = x.shape
+        x_pad, cols = self._work_buffers(purpose, n, h, w, w_mat.dtype)
+        x_pad[:, 1:-1, 1:-1, :] = x.transpose(0, 2, 3, 1)
+        _im2col(x_pad, cols)
+        cols = cols.reshape(n * h * w, KERNEL * KERNEL * c)
+        y = cols @ w_mat          # (N*H*W, F): the whole convolution as one large matmul
+        y += self.params["b"]
+        return y, cols
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         n, c, h, w = x.shape
         if c != self.in_channels:
             raise ValueError(f"Conv2D expects {self.in_channels} input channels, got input of shape "
                              f"{x.shape}; check the previous layer's out_channels")
-        W = self.params["W"]
         f = self.out_channels
-        cols = self._cols_buffer(n, h, w, W.dtype)
-        _im2col(x.transpose(0, 2, 3, 1), cols)
-        # rows of w_mat ordered (ky, kx, c) to match the last three axes of cols
-        self._w_mat = W.transpose(2, 3, 1, 0).reshape(KERNEL * KERNEL * c, f)
-        y = cols.reshape(n * h * w, -1) @ self._w_mat  # (N*H*W, F): one large matmul
-        y += self.params["b"]
-        self._x_shape = x.shape
+        # rows of w_mat ordered (ky, kx, c), matching the columns of the im2col matrix
+        w_mat = self.params["W"].transpose(2, 3, 1, 0).reshape(KERNEL * KERNEL * c, f)
+        if training:
+            y, cols = self._forward_block(x, w_mat, "train")
+            self._cache = (cols, w_mat, x.shape)
+        else:
+            y = np.empty((n * h * w, f), w_mat.dtype)
+            for i in range(0, n, EVAL_CHUNK):
+                block = x[i:i + EVAL_CHUNK]
+                y[i * h * w:(i + len(block)) * h * w] = self._forward_block(block, w_mat, "eval")[0]
         return y.reshape(n, h, w, f).transpose(0, 3, 1, 2)
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        n, c, h, w = self._x_shape
+        """grad_out (N, F, H, W) = dL/dy of the last forward(training=True); fills grads["W"]
+        (F, C, 3, 3) and grads["b"] (F,); returns dL/dx (N, C, H, W) (channels-last memory),
+        or None when need_input_grad is False (the first layer: the col2im work is skipped)."""
+        if self._cache is None:
+            raise RuntimeError("Conv2D.backward called before forward(x, training=True)")
+        cols, w_mat, (n, c, h, w) = self._cache
         f = self.out_channels
         dy = grad_out.transpose(0, 2, 3, 1).reshape(n * h * w, f)  # free if grad_out is channels-last
-        dw_mat, db, dcols = _conv_backward(self._cols.reshape(n * h * w, -1), self._w_mat, dy,
-                                           need_input_grad)
+        dcols = np.empty_like(cols) if need_input_grad else None
+        dw_mat, db = _conv_backward(cols, w_mat, dy, need_input_grad, dcols)
         self.grads["W"][...] = dw_mat.reshape(KERNEL, KERNEL, c, f).transpose(3, 2, 0, 1)
         self.grads["b"][...] = db
         if not need_input_grad:

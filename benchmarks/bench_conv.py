@@ -1,0 +1,155 @@
+"""Time one training epoch of a small CNN built from numpynet.conv, and the same network in
+PyTorch CPU when `torch` is importable, on random data of CIFAR shapes.
+
+Network: conv 3->32, ReLU, pool, conv 32->64, ReLU, pool, conv 64->128, ReLU, pool, flatten,
+dense 2048->128, ReLU, dense 128->3.  One epoch = 13,500 images (the train split of 3 CIFAR
+classes) in mini-batches: forward, softmax cross-entropy, backward, plain SGD update; float32.
+
+Run from the repo root:
+    .venv/bin/python -m benchmarks.bench_conv                   # numpynet only
+    PYTHONPATH=. /tmp/torchvenv/bin/python -m benchmarks.bench_conv  # both, same process
+    .venv/bin/python -m benchmarks.bench_conv --profile         # + per-layer breakdown
+
+The machine is shared and noisy, so epochs of the two libraries are interleaved and the table
+reports the median and the best epoch of each; the ratio uses medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from numpynet.conv import Conv2D, Flatten, MaxPool2D
+from numpynet.layers import Dense, Layer, ReLU
+from numpynet.losses import softmax_cross_entropy
+
+N_IMAGES = 13_500         # train split of 3 CIFAR-10 classes (15,000 minus 10% validation)
+IMAGE_SHAPE = (3, 32, 32)
+CONV_CHANNELS = [32, 64, 128]
+HIDDEN = 128
+N_CLASSES = 3
+LEARNING_RATE = 0.01      # plain SGD; the value only matters for keeping the weights finite
+
+
+def build_numpy_cnn(rng: np.random.Generator) -> list[Layer]:
+    layers: list[Layer] = []
+    c, h = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
+    for f in CONV_CHANNELS:
+        layers += [Conv2D(c, f, rng), ReLU(), MaxPool2D()]
+        c, h = f, h // 2
+    return layers + [Flatten(), Dense(c * h * h, HIDDEN, rng), ReLU(), Dense(HIDDEN, N_CLASSES, rng)]
+
+
+def numpy_epoch(layers: list[Layer], x: np.ndarray, y: np.ndarray, batch_size: int,
+                timings: dict[str, float] | None = None) -> float:
+    """One epoch of SGD over x (N, 3, 32, 32) float32, y (N,) int; returns seconds.
+    With `timings`, accumulate per-layer forward/backward seconds into it (slower)."""
+    clock = time.perf_counter
+    start = clock()
+    for i in range(0, len(x), batch_size):
+        out = x[i:i + batch_size]
+        for j, layer in enumerate(layers):
+            t = clock()
+            out = layer.forward(out, training=True)
+            if timings is not None:
+                key = f"{j:2d} {layer.kind} fwd"
+                timings[key] = timings.get(key, 0.0) + clock() - t
+        _, grad = softmax_cross_entropy(out, y[i:i + batch_size])
+        for j in range(len(layers) - 1, -1, -1):
+            t = clock()
+            grad = layers[j].backward(grad, need_input_grad=j > 0)
+            if timings is not None:
+                key = f"{j:2d} {layers[j].kind} bwd"
+                timings[key] = timings.get(key, 0.0) + clock() - t
+        t = clock()
+        lr = np.float32(LEARNING_RATE)
+        for layer in layers:
+            for k, p in layer.params.items():
+                p -= lr * layer.grads[k]
+        if timings is not None:
+            timings["sgd update"] = timings.get("sgd update", 0.0) + clock() - t
+    return clock() - start
+
+
+def make_torch_epoch(x: np.ndarray, y: np.ndarray, batch_size: int):
+    """The same network and loop in PyTorch CPU; returns a zero-argument epoch timer, or None
+    when torch is not importable."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    nn = torch.nn
+    torch.manual_seed(0)
+    layers: list = []
+    c, h = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
+    for f in CONV_CHANNELS:
+        layers += [nn.Conv2d(c, f, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        c, h = f, h // 2
+    net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * h * h, HIDDEN), nn.ReLU(),
+                        nn.Linear(HIDDEN, N_CLASSES))
+    opt = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+    def epoch() -> float:
+        start = time.perf_counter()
+        for i in range(0, len(xt), batch_size):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(net(xt[i:i + batch_size]), yt[i:i + batch_size])
+            loss.backward()
+            opt.step()
+        return time.perf_counter() - start
+
+    epoch.version = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return epoch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per library (after a warm-up)")
+    parser.add_argument("--images", type=int, default=N_IMAGES, help="images per epoch")
+    parser.add_argument("--profile", action="store_true", help="also print a per-layer breakdown")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.images, *IMAGE_SHAPE), dtype=np.float32)
+    y = rng.integers(0, N_CLASSES, args.images)
+    layers = build_numpy_cnn(rng)
+    torch_epoch = None if args.no_torch else make_torch_epoch(x, y, args.batch_size)
+
+    # warm-up: buffer allocation, BLAS thread start-up, torch's kernel selection
+    warm = min(len(x), 8 * args.batch_size)
+    numpy_epoch(layers, x[:warm], y[:warm], args.batch_size)
+    if torch_epoch is not None:
+        torch_epoch()
+    ours, theirs = [], []
+    for _ in range(args.epochs):  # interleaved, so both see the same machine load
+        ours.append(numpy_epoch(layers, x, y, args.batch_size))
+        if torch_epoch is not None:
+            theirs.append(torch_epoch())
+
+    print(f"epoch = {args.images} images, batch {args.batch_size}, float32, numpy {np.__version__}")
+    print(f"{'implementation':<34}{'median s/epoch':>16}{'best s/epoch':>14}")
+    print(f"{'numpynet.conv':<34}{statistics.median(ours):>16.2f}{min(ours):>14.2f}")
+    if theirs:
+        print(f"{'PyTorch CPU (' + torch_epoch.version + ')':<34}"
+              f"{statistics.median(theirs):>16.2f}{min(theirs):>14.2f}")
+        print(f"ratio numpynet / PyTorch: {statistics.median(ours) / statistics.median(theirs):.2f} (median), "
+              f"{min(ours) / min(theirs):.2f} (best)")
+    else:
+        print("PyTorch: not importable here (or --no-torch); no comparison")
+
+    if args.profile:
+        timings: dict[str, float] = {}
+        total = numpy_epoch(layers, x, y, args.batch_size, timings)
+        print(f"\nper-layer breakdown of one numpynet epoch ({total:.2f} s with timers)")
+        for key, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
+            print(f"  {key:<22}{seconds:>8.3f} s {100 * seconds / total:>5.1f}%")
+
+
+if __name__ == "__main__":
+    main()
