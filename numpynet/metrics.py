@@ -50,3 +50,15 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: l
     return {"accuracy": accuracy(y_true, y_pred), "macro_avg": macro, "per_class": per_class,
             "confusion_matrix": {t: {p: int(cm[i, j]) for j, p in enumerate(class_names)}
                                  for i, t in enumerate(class_names)}}
+
+
+def most_confident_errors(y_true: np.ndarray, proba: np.ndarray, k: int) -> np.ndarray:
+    """Indices of up to k misclassified samples, most confident (highest predicted probability) first.
+
+    y_true (N,) int, proba (N, K) -> (<= k,) int64. Ties keep the lower index first.
+    """
+    y_pred = proba.argmax(axis=1)
+    wrong = np.flatnonzero(y_pred != y_true)
+    confidence = proba[wrong, y_pred[wrong]]
+    order = np.argsort(-confidence, kind="stable")
+    return wrong[order[:k]].astype(np.int64)

@@ -55,3 +55,23 @@ def confusion_matrix(path: Path, counts: np.ndarray, class_names: list[str]) -> 
     fig.tight_layout()
     save_figure(path, fig)
     plt.close(fig)
+
+
+def image_gallery(path: Path, images: np.ndarray, captions: list[str], columns: int = 4,
+                  title: str = "") -> None:
+    """A grid of RGB images (M, 32, 32, 3) uint8, each with a caption under it."""
+    m = len(images)
+    rows = max(1, -(-m // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.7 * rows + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(caption, fontsize=8)
+    if m == 0:
+        axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(path, fig)
+    plt.close(fig)

@@ -5,8 +5,10 @@
 Reads models/model.npz and data/prepared/test_*.npy; writes metrics/metrics.json
 (accuracy, per-class precision / recall / F1 / support keyed by class name,
 macro averages, confusion matrix), plots/confusion.csv (one row per test image,
-`actual,predicted` as class names) and plots/confusion_matrix.png, and prints a
-report.
+`actual,predicted` as class names), plots/confusion_matrix.png, plots/per_class.csv
+(precision / recall / F1 per class, for a bar chart), and a gallery of the most
+confidently misclassified test images (plots/misclassified.png, with its rows in
+plots/misclassified.csv), and prints a report.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numpynet.metrics import classification_report, confusion_matrix
+from numpynet.metrics import classification_report, confusion_matrix, most_confident_errors
 from numpynet.model import from_arrays
 from stages import _plots
 from stages._io import StageError, load_npz, run_stage, write_json, write_text
@@ -25,6 +27,10 @@ MODEL = Path("models/model.npz")
 METRICS = Path("metrics/metrics.json")
 CONFUSION_CSV = Path("plots/confusion.csv")
 CONFUSION_PNG = Path("plots/confusion_matrix.png")
+PER_CLASS_CSV = Path("plots/per_class.csv")
+ERRORS_CSV = Path("plots/misclassified.csv")
+ERRORS_PNG = Path("plots/misclassified.png")
+GALLERY_SIZE = 16
 
 
 def format_report(report: dict) -> str:
@@ -45,6 +51,26 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def to_rgb(rows: np.ndarray, normalization: dict) -> np.ndarray:
+    """Undo the input normalization: normalized rows (M, 3072) -> uint8 images (M, 32, 32, 3)."""
+    mean = np.asarray(normalization["mean"], np.float64)[:, None, None]
+    std = np.asarray(normalization["std"], np.float64)[:, None, None]
+    pixels = rows.reshape(-1, 3, 32, 32) * std + mean
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def write_error_gallery(x_test: np.ndarray, y_test: np.ndarray, proba: np.ndarray, meta: dict) -> None:
+    names = meta["class_names"]
+    idx = most_confident_errors(y_test, proba, GALLERY_SIZE)
+    pred = proba[idx].argmax(axis=1)
+    conf = proba[idx, pred]
+    write_text(ERRORS_CSV, "index,actual,predicted,probability\n" + "".join(
+        f"{i},{names[y_test[i]]},{names[p]},{c:.4f}\n" for i, p, c in zip(idx, pred, conf)))
+    captions = [f"true: {names[y_test[i]]}\npred: {names[p]} ({c:.2f})" for i, p, c in zip(idx, pred, conf)]
+    _plots.image_gallery(ERRORS_PNG, to_rgb(x_test[idx], meta["normalization"]), captions,
+                         title="Most confidently misclassified test images")
+
+
 def main() -> None:
     try:
         network, meta = from_arrays(load_npz(MODEL))
@@ -56,11 +82,15 @@ def main() -> None:
         raise StageError(f"test data in {DATA}/ does not match the model ({len(names)} classes: {', '.join(names)}); "
                          "rerun `dvc repro`")
 
-    y_pred = network.predict_proba(x_test).argmax(axis=1)
+    proba = network.predict_proba(x_test)
+    y_pred = proba.argmax(axis=1)
     report = classification_report(y_test, y_pred, names)
     write_json(METRICS, report)
     write_text(CONFUSION_CSV, "actual,predicted\n" + "".join(f"{names[a]},{names[p]}\n" for a, p in zip(y_test, y_pred)))
     _plots.confusion_matrix(CONFUSION_PNG, confusion_matrix(y_test, y_pred, len(names)), names)
+    write_text(PER_CLASS_CSV, "class_metric,value\n" + "".join(
+        f"{name} {metric},{m[metric]:.6f}\n" for name, m in report["per_class"].items() for metric in ("precision", "recall", "f1")))
+    write_error_gallery(x_test, y_test, proba, meta)
     print(format_report(report))
 
 

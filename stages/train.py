@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numpynet.model import build_mlp, to_arrays
+from numpynet.model import build_cnn, build_mlp, to_arrays
 from numpynet.schedules import SCHEDULES
 from numpynet.training import EpochRecord, TrainConfig, TrainingDiverged, fit, rng_streams
 from stages import _plots
@@ -26,6 +26,7 @@ MODEL = Path("models/model.npz")
 METRICS = Path("metrics/train.json")
 HISTORY = Path("plots/training.csv")
 LOSS_PNG = Path("plots/loss_curve.png")
+IMAGE_SHAPE = (3, 32, 32)  # a flat row is 3 channel planes of 32x32
 
 
 def read_params() -> tuple[dict, TrainConfig]:
@@ -34,7 +35,11 @@ def read_params() -> tuple[dict, TrainConfig]:
     hidden = param(p, s, "hidden_sizes", list, lambda v: len(v) > 0 and all(
         isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in v),
         "a non-empty list of positive integers, e.g. [128, 64]")
-    arch = {"hidden_sizes": hidden,
+    model = param(p, s, "model", str, lambda v: v in ("mlp", "cnn"), "mlp or cnn")
+    conv = param(p, s, "conv_channels", list, lambda v: 1 <= len(v) <= 5 and all(
+        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in v),
+        "a list of 1 to 5 positive integers (one 3x3 conv + 2x2 max-pool block each), e.g. [32, 64, 128]")
+    arch = {"model": model, "conv_channels": conv, "hidden_sizes": hidden,
             "dropout": float(param(p, s, "dropout", (int, float), lambda v: 0 <= v < 1, "a number in [0, 1)")),
             "seed": param(p, s, "seed", int, lambda v: v >= 0, "a non-negative integer")}
     config = TrainConfig(
@@ -90,8 +95,12 @@ def main() -> None:
     class_names = info["class_names"]
 
     rngs = rng_streams(arch["seed"])
-    network = build_mlp(x_train.shape[1], arch["hidden_sizes"], len(class_names), rngs["init"],
-                        arch["dropout"], rngs["dropout"])
+    if arch["model"] == "cnn":
+        network = build_cnn(IMAGE_SHAPE, arch["conv_channels"], arch["hidden_sizes"], len(class_names),
+                            rngs["init"], arch["dropout"], rngs["dropout"])
+    else:
+        network = build_mlp(x_train.shape[1], arch["hidden_sizes"], len(class_names), rngs["init"],
+                            arch["dropout"], rngs["dropout"])
     on_epoch, done = progress(config.epochs)
     try:
         result = fit(network, x_train, y_train, x_val, y_val, config, rngs["shuffle"], rngs["augment"], on_epoch)
@@ -100,8 +109,8 @@ def main() -> None:
     finally:
         done()
 
-    meta = {"model": "mlp", "class_names": class_names, "normalization": info["normalization"],
-            "input_shape": [3, 32, 32], "input_layout": "CIFAR channel planes: 1024 R, 1024 G, 1024 B, each 32x32 row-major"}
+    meta = {"model": arch["model"], "class_names": class_names, "normalization": info["normalization"],
+            "input_shape": list(IMAGE_SHAPE), "input_layout": "CIFAR channel planes: 1024 R, 1024 G, 1024 B, each 32x32 row-major"}
     save_npz(MODEL, to_arrays(network, meta))
 
     h = result.history

@@ -34,3 +34,16 @@ def test_report_is_keyed_by_class_name():
     assert report["per_class"]["dog"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
     assert report["confusion_matrix"]["dog"] == {"cat": 0, "dog": 1, "frog": 1}
     assert report["accuracy"] == 0.75
+
+
+def test_most_confident_errors_picks_wrong_predictions_by_confidence():
+    from numpynet.metrics import most_confident_errors
+
+    y = np.array([0, 1, 2, 0, 1])
+    proba = np.array([[0.9, 0.05, 0.05],   # right
+                      [0.7, 0.2, 0.1],     # wrong, 0.7
+                      [0.1, 0.85, 0.05],   # wrong, 0.85
+                      [0.2, 0.2, 0.6],     # wrong, 0.6
+                      [0.1, 0.8, 0.1]])    # right
+    assert most_confident_errors(y, proba, 2).tolist() == [2, 1]
+    assert most_confident_errors(y, proba, 10).tolist() == [2, 1, 3]

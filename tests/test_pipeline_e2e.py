@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,56 @@ def test_a_different_seed_gives_a_different_model(repo, archive, tmp_path):
     a = load_npz(repo.path / "models/model.npz")["layer0.W"]
     b = load_npz(other.path / "models/model.npz")["layer0.W"]
     assert not np.array_equal(a, b)
+
+
+def test_per_class_bars_and_error_gallery(repo):
+    metrics = json.loads((repo.path / "metrics/metrics.json").read_text())
+    with open(repo.path / "plots/per_class.csv") as f:
+        bars = {r["class_metric"]: float(r["value"]) for r in csv.DictReader(f)}
+    assert bars == {f"{c} {m}": pytest.approx(metrics["per_class"][c][m], abs=1e-6)
+                    for c in CLASSES for m in ("precision", "recall", "f1")}
+    with open(repo.path / "plots/confusion.csv") as f:
+        rows = list(csv.DictReader(f))
+    with open(repo.path / "plots/misclassified.csv") as f:
+        errors = list(csv.DictReader(f))
+    n_wrong = sum(r["actual"] != r["predicted"] for r in rows)
+    assert len(errors) == min(16, n_wrong) > 0
+    for e in errors:  # misclassified images only, and the same verdict evaluate gave
+        assert e["actual"] != e["predicted"]
+        assert rows[int(e["index"])] == {"actual": e["actual"], "predicted": e["predicted"]}
+    probs = [float(e["probability"]) for e in errors]
+    assert probs == sorted(probs, reverse=True)
+    png_size(repo.path / "plots/misclassified.png")
+
+
+def test_predict_agrees_with_evaluate_on_a_test_image_saved_as_png(repo, tmp_path):
+    from PIL import Image
+
+    from stages.evaluate import to_rgb
+
+    _, meta = from_arrays(load_npz(repo.path / "models/model.npz"))
+    x = np.load(repo.path / "data/prepared/test_images.npy")
+    with open(repo.path / "plots/confusion.csv") as f:
+        rows = list(csv.DictReader(f))
+    paths = []
+    for i in (0, 7, 31):
+        paths.append(tmp_path / f"test{i}.png")
+        Image.fromarray(to_rgb(x[i:i + 1], meta["normalization"])[0]).save(paths[-1])
+    out = repo.run(sys.executable, "-m", "stages.predict", "--json", *map(str, paths))
+    result = json.loads(out.stdout)
+    for i, r in zip((0, 7, 31), result):
+        assert r["predictions"][0]["class"] == rows[i]["predicted"]
+        assert sum(p["probability"] for p in r["predictions"]) == pytest.approx(1.0, abs=1e-5)
+    bad = repo.run(sys.executable, "-m", "stages.predict", str(repo.path / "params.yaml"), check=False)
+    assert bad.returncode == 1 and "cannot read" in bad.stderr and "params.yaml" in bad.stderr and not bad.stdout
+
+
+def test_cnn_model_trains_and_evaluates_without_param_changes_in_evaluate(archive, tmp_path):
+    repo = PipelineRepo.create(tmp_path / "repo", *archive,
+                               train={"model": "cnn", "conv_channels": [4, 8], "hidden_sizes": [8], "epochs": 2})
+    repo.dvc("repro")
+    network, meta = from_arrays(load_npz(repo.path / "models/model.npz"))
+    kinds = [s["kind"] for s in network.architecture()]
+    assert meta["model"] == "cnn" and kinds.count("conv2d") == 2 and kinds.count("maxpool2d") == 2
+    metrics = json.loads((repo.path / "metrics/metrics.json").read_text())
+    assert sum(m["support"] for m in metrics["per_class"].values()) == 60
