@@ -352,7 +352,7 @@ class _CappedStream:
 def _member_name(info: tarfile.TarInfo) -> str:
     """Check one tar header; return its name without a leading './', or raise naming it."""
     name = info.name
-    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[0].isalpha() and name[1] == ":"):
         raise CifarFormatError(f"member {name!r} has an absolute path; refused")
     if ".." in name.replace("\\", "/").split("/"):
         raise CifarFormatError(f"member {name!r} has a '..' component; refused")

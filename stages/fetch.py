@@ -96,12 +96,16 @@ def main() -> None:
             "the CIFAR-10 data the pipeline expects (a modified or damaged copy?): use an unmodified "
             f"cifar-10-python.tar.gz, or update fetch.sha256 only if you mean to change the dataset")
 
-    with atomic_dir(OUT_DIR) as tmp:
-        save_npy(tmp / "train_images.npy", arrays.train_images)
-        save_npy(tmp / "train_labels.npy", arrays.train_labels)
-        save_npy(tmp / "test_images.npy", arrays.test_images)
-        save_npy(tmp / "test_labels.npy", arrays.test_labels)
-        write_json(tmp / "class_names.json", arrays.class_names)
+    try:
+        with atomic_dir(OUT_DIR) as tmp:
+            save_npy(tmp / "train_images.npy", arrays.train_images)
+            save_npy(tmp / "train_labels.npy", arrays.train_labels)
+            save_npy(tmp / "test_images.npy", arrays.test_images)
+            save_npy(tmp / "test_labels.npy", arrays.test_labels)
+            write_json(tmp / "class_names.json", arrays.class_names)
+    except OSError as err:
+        raise StageError(f"cannot write {OUT_DIR}/: {err.strerror or err}; it was left as it was "
+                         "(needs ~185 MB free; free space or fix permissions and rerun)") from None
 
     print(f"fetch: {source}\n"
           f"fetch: wrote {OUT_DIR}/: {len(arrays.train_labels)} train + {len(arrays.test_labels)} test "

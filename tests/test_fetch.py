@@ -104,6 +104,27 @@ def test_a_failed_run_leaves_the_previous_output_untouched(synthetic_archive, tm
     assert sorted(p.name for p in (run / "data").iterdir()) == ["raw"]  # no temp folder left behind
 
 
+def test_an_error_while_writing_leaves_no_partial_output(synthetic_archive, tmp_path, monkeypatch):
+    from stages import fetch
+    from stages._io import StageError
+
+    run = workdir(tmp_path, synthetic_archive.fingerprints)
+    monkeypatch.chdir(run)
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(synthetic_archive.path))
+    written = []
+
+    def save_then_fill_the_disk(path, array):
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        written.append(path)
+        np.save(path, array)
+    monkeypatch.setattr(fetch, "save_npy", save_then_fill_the_disk)
+    with pytest.raises(StageError, match="cannot write data/raw/: No space left on device"):
+        fetch.main()
+    assert len(written) == 2  # two files were written before the failure ...
+    assert list((run / "data").iterdir()) == []  # ... and none of them is left anywhere
+
+
 @pytest.mark.parametrize("member, fragment", [
     pytest.param(tar_member("../escaped", b"x"), "'..' component", id="parent"),
     pytest.param(tar_member("/tmp/cifar-fetch-absolute", b"x"), "absolute path", id="absolute"),
