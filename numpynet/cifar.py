@@ -99,8 +99,8 @@ _INT_DTYPES = {"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8"}
 class _NdarrayMarker:
     """Stands for `numpy.ndarray` as the first argument of `_reconstruct`; not callable."""
 
-    def __reduce__(self) -> Any:  # pragma: no cover - never pickled
-        raise TypeError("not picklable")
+    def __repr__(self) -> str:
+        return "<numpy.ndarray marker>"
 
 
 _NDARRAY = _NdarrayMarker()
@@ -123,7 +123,7 @@ class _DtypeSpec:
         if code not in _INT_DTYPES:
             raise CifarFormatError(f"array dtype {_text(name)!r} refused; CIFAR-10 arrays are uint8")
         self.code = code
-        self.byteorder = "|" if code[1] == "1" else "<"
+        self.byteorder = "="  # until BUILD says otherwise
 
     def __setstate__(self, state: Any) -> None:
         # numpy's dtype state: (version, byteorder, subdescr, names, fields, elsize, alignment, flags)
@@ -134,7 +134,7 @@ class _DtypeSpec:
             raise CifarFormatError(f"malformed dtype byte order {order!r} in pickle")
         if any(part is not None for part in state[2:5]):
             raise CifarFormatError("structured dtype refused; CIFAR-10 arrays are plain uint8")
-        self.byteorder = "<" if order == "=" else order
+        self.byteorder = order
 
     def numpy(self) -> np.dtype:
         return np.dtype(("|" if self.code[1] == "1" else self.byteorder) + self.code)
