@@ -24,6 +24,8 @@ import numpy as np
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class StageError(Exception):
@@ -105,6 +107,7 @@ def _atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -167,6 +170,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old.{os.getpid()}")
