@@ -26,6 +26,7 @@ from numpynet.layers import Layer, he_normal
 KERNEL = 3         # kernel side; padding 1 and stride 1 keep H x W ("same" convolution)
 EVAL_CHUNK = 128   # images per im2col block when not training, so evaluating 10,000 images at
                    # once needs a ~40 MB im2col buffer, not ~3 GB
+COL2IM_BLOCK_ELEMENTS = 1 << 20  # ~4 MB of float32 dcols per block: stays in cache for col2im
 
 
 def _im2col(x_pad: np.ndarray, cols: np.ndarray) -> None:
@@ -40,13 +41,16 @@ def _im2col(x_pad: np.ndarray, cols: np.ndarray) -> None:
     np.copyto(cols, windows)  # windows: (N, H, W, 3, 3C) view, no copy until here
 
 
-def _col2im(dcols: np.ndarray, dx: np.ndarray) -> None:
-    """Adjoint of `_im2col`, without the padding: dx[n, y + ky - 1, x + kx - 1, c] +=
-    dcols[n, y, x, ky, kx, c] summed over the 9 taps; contributions that land in the padding
-    are dropped.  dcols (N, H, W, 3, 3, C) -> dx (N, H, W, C) channels-last, overwritten."""
+def _col2im(taps: np.ndarray, dx: np.ndarray) -> None:
+    """Adjoint of `_im2col` without the padding: dx[n, y + ky - 1, x + kx - 1, c] =
+    sum over taps of taps[n, y, x, ky, kx, c]; contributions that land in the padding are
+    dropped.  taps (N, H, W, 3, 3, C) -> dx (N, H, W, C), overwritten.
+
+    Both are logical shapes: any memory layout works, and NumPy runs each of the 9 slice-adds
+    along whichever axis is contiguous in memory (C for channels-last dcols, W for the K-major ones of `_input_grad`)."""
     h, w = dx.shape[1:3]
     # the centre tap covers every pixel exactly once: assign it, then add the other eight
-    dx[...] = dcols[:, :, :, 1, 1, :]
+    dx[...] = taps[:, :, :, 1, 1, :]
     for ky in range(KERNEL):
         for kx in range(KERNEL):
             if ky == kx == 1:
@@ -57,22 +61,42 @@ def _col2im(dcols: np.ndarray, dx: np.ndarray) -> None:
             ox = slice(max(0, 1 - kx), w - max(0, kx - 1))
             iy = slice(max(0, ky - 1), h - max(0, 1 - ky))
             ix = slice(max(0, kx - 1), w - max(0, 1 - kx))
-            dx[:, iy, ix, :] += dcols[:, oy, ox, ky, kx, :]
+            dx[:, iy, ix, :] += taps[:, oy, ox, ky, kx, :]
 
 
-def _conv_backward(cols: np.ndarray, w_mat: np.ndarray, dy: np.ndarray, need_input_grad: bool,
-                   dcols: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Gradients of y = cols @ w_mat + b, the convolution as one matmul.
-
-    cols (M, 9C) im2col rows (M = N*H*W), w_mat (9C, F), dy (M, F) = dL/dy.
-    Returns dW_mat (9C, F) and db (F,); when need_input_grad, also fills dcols (M, 9C),
-    from which `_col2im` sums dL/dx.
-    """
-    dw_mat = cols.T @ dy                                # dW = cols^T dY
-    db = np.ones(len(dy), dy.dtype) @ dy                # db = sum of dY over every pixel (as a matvec: fast)
-    if need_input_grad:
-        np.matmul(dy, w_mat.T, out=dcols)               # dcols = dY W^T
+def _conv_param_grads(cols: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of the weights of y = cols @ w_mat + b (the convolution as one matmul).
+    cols (M, 9C) im2col rows (M = N*H*W), dy (M, F) = dL/dy -> dW_mat (9C, F), db (F,)."""
+    dw_mat = cols.T @ dy                      # dW = cols^T dY
+    db = np.ones(len(dy), dy.dtype) @ dy      # db = sum of dY over every pixel (a matvec: fast)
     return dw_mat, db
+
+
+def _input_grad(dy: np.ndarray, w_mat: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """dL/dx (N, C, H, W) from dy (M, F) and w_mat (9C, F): dcols = dY W^T, then col2im.
+
+    The 9 slice-adds of col2im run along the contiguous axis of dcols, so the layout is chosen
+    for the longer run: channels-last (runs of C) when C >= W, else "K-major" dcols^T = W dY^T,
+    (3, 3, C, N, H, W) in memory, runs of W (the 3-channel input layer, where runs of 3 would
+    make col2im ~5x slower).  Channels-last dcols are built and consumed a few images at a
+    time so that each block is still in cache when col2im reads it."""
+    n, c, h, w = shape
+    f = dy.shape[1]
+    if c < w:
+        dcols_t = w_mat @ dy.T                                      # (9C, M)
+        dx_cnhw = np.empty((c, n, h, w), dy.dtype)
+        _col2im(dcols_t.reshape(KERNEL, KERNEL, c, n, h, w).transpose(3, 4, 5, 0, 1, 2),
+                dx_cnhw.transpose(1, 2, 3, 0))
+        return dx_cnhw.transpose(1, 0, 2, 3)
+    dx = np.empty((n, h, w, c), dy.dtype)
+    block = max(1, COL2IM_BLOCK_ELEMENTS // (KERNEL * KERNEL * c * h * w))  # images per block
+    dcols = np.empty((min(block, n) * h * w, KERNEL * KERNEL * c), dy.dtype)
+    for i in range(0, n, block):
+        rows = slice(i * h * w, min(i + block, n) * h * w)
+        m = rows.stop - rows.start
+        np.matmul(dy[rows], w_mat.T, out=dcols[:m])                 # dcols = dY W^T
+        _col2im(dcols[:m].reshape(-1, h, w, KERNEL, KERNEL, c), dx[i:i + block])
+    return dx.transpose(0, 3, 1, 2)
 
 
 class Conv2D(Layer):
@@ -158,15 +182,10 @@ class Conv2D(Layer):
         cols, w_mat, (n, c, h, w) = self._cache
         f = self.out_channels
         dy = grad_out.transpose(0, 2, 3, 1).reshape(n * h * w, f)  # free if grad_out is channels-last
-        dcols = np.empty_like(cols) if need_input_grad else None
-        dw_mat, db = _conv_backward(cols, w_mat, dy, need_input_grad, dcols)
+        dw_mat, db = _conv_param_grads(cols, dy)
         self.grads["W"][...] = dw_mat.reshape(KERNEL, KERNEL, c, f).transpose(3, 2, 0, 1)
         self.grads["b"][...] = db
-        if not need_input_grad:
-            return None
-        dx = np.empty((n, h, w, c), dcols.dtype)
-        _col2im(dcols.reshape(n, h, w, KERNEL, KERNEL, c), dx)
-        return dx.transpose(0, 3, 1, 2)
+        return _input_grad(dy, w_mat, (n, c, h, w)) if need_input_grad else None
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels}

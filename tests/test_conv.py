@@ -99,9 +99,15 @@ def test_conv_forward_independent_of_memory_layout_and_eval_chunking(monkeypatch
     np.testing.assert_allclose(layer.forward(x, training=False), expected, atol=1e-10)
 
 
-def test_conv_gradients_weights_bias_and_input():
-    x = np.random.default_rng(2).standard_normal((2, 3, 5, 6))
-    check_layer_gradients(float64_conv(3, 4), x)
+@pytest.mark.parametrize("shape, block_elements", [
+    ((2, 3, 5, 6), conv.COL2IM_BLOCK_ELEMENTS),  # C < W: K-major col2im
+    ((3, 6, 4, 3), conv.COL2IM_BLOCK_ELEMENTS),  # C >= W: channels-last col2im, one block
+    ((3, 6, 4, 3), 6 * 9 * 4 * 3 * 2),           # channels-last in blocks of 2 images (2 + 1)
+])
+def test_conv_gradients_weights_bias_and_input(shape, block_elements, monkeypatch):
+    monkeypatch.setattr(conv, "COL2IM_BLOCK_ELEMENTS", block_elements)
+    x = np.random.default_rng(2).standard_normal(shape)
+    check_layer_gradients(float64_conv(shape[1], 4), x)
 
 
 def test_conv_gradients_with_channels_last_input_and_upstream_gradient():
