@@ -10,6 +10,9 @@ the decoded arrays). Sources:
 - otherwise `fetch.url`, downloaded once into the user cache ($CIFAR10_CACHE_DIR, else
   $XDG_CACHE_HOME/cifar10-numpy, else ~/.cache/cifar10-numpy) and checked against `fetch.md5`.
 Whatever the source, the decoded arrays must match `fetch.sha256`, so the output is the same.
+Download knobs (tests shorten them): CIFAR10_DOWNLOAD_TIMEOUT=<seconds> to connect and to wait
+for the next byte (default 15 and 60), CIFAR10_RETRY_DELAYS=<s,s,...> the pause before each
+retry (default 1,2,4; "0" = a single retry, at once). Unset or empty = the default.
 
 Writes data/raw/ as a whole (or not at all): train_images.npy uint8 (50000, 3072),
 train_labels.npy int64 (50000,), test_images.npy uint8 (10000, 3072), test_labels.npy int64
@@ -24,12 +27,14 @@ import time
 from pathlib import Path
 
 from numpynet import cifar
-from stages._download import cached_download
+from stages._download import CONNECT_TIMEOUT, READ_TIMEOUT, RETRY_DELAYS, cached_download
 from stages._io import StageError, atomic_dir, load_params, param, run_stage, save_npy, write_json
 
 OUT_DIR = Path("data/raw")
 ARCHIVE_ENV = "CIFAR10_ARCHIVE"  # a local archive to use instead of downloading
 CACHE_ENV = "CIFAR10_CACHE_DIR"  # overrides the download cache folder (tests use it)
+TIMEOUT_ENV = "CIFAR10_DOWNLOAD_TIMEOUT"  # seconds to connect and between bytes (tests shorten it)
+RETRY_ENV = "CIFAR10_RETRY_DELAYS"  # comma-separated seconds before each retry (tests use 0)
 LOCAL_HINT = (f"to use a local copy instead, set {ARCHIVE_ENV}=/path/to/cifar-10-python.tar.gz "
               "(e.g. ../shared/cifar10/cifar-10-python.tar.gz)")
 
@@ -40,6 +45,29 @@ def cache_dir(environ: os._Environ | dict = os.environ) -> Path:
         return Path(environ[CACHE_ENV])
     xdg = environ.get("XDG_CACHE_HOME", "")
     return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "cifar10-numpy"
+
+
+def download_settings(environ: os._Environ | dict = os.environ) -> dict:
+    """cached_download keywords from $CIFAR10_DOWNLOAD_TIMEOUT and $CIFAR10_RETRY_DELAYS."""
+    def seconds(name: str, text: str, low: float) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= 3600:  # also refuses nan and inf
+            raise StageError(f"{name}={environ[name]!r} is not a number of seconds in "
+                             f"[{low:g}, 3600]; fix or unset it")
+        return value
+
+    settings: dict = {"connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT,
+                      "retry_delays": RETRY_DELAYS}
+    if environ.get(TIMEOUT_ENV):
+        timeout = seconds(TIMEOUT_ENV, environ[TIMEOUT_ENV], 0.01)
+        settings.update(connect_timeout=timeout, read_timeout=timeout)
+    if environ.get(RETRY_ENV):
+        parts = [t for t in environ[RETRY_ENV].replace(" ", "").split(",") if t]
+        settings["retry_delays"] = tuple(seconds(RETRY_ENV, t, 0) for t in parts)
+    return settings
 
 
 def _is_hex(n: int):
@@ -67,8 +95,9 @@ def locate_archive(url: str, md5: str) -> tuple[Path, str]:
                              f"cifar-10-python.tar.gz, or unset it to download {url}")
         return path, f"local archive {path} ({ARCHIVE_ENV})"
     cache = cache_dir()
+    settings = download_settings()
     try:
-        path, downloaded = cached_download(url, md5, cache)
+        path, downloaded = cached_download(url, md5, cache, **settings)
     except StageError as err:
         raise StageError(f"{err}; {LOCAL_HINT}") from None
     except OSError as err:
