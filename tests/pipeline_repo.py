@@ -6,6 +6,8 @@ is), minus results (dvc.lock, metrics/, plots/) so the copy starts as a fresh
 clone would before its first run, points `fetch.sha256` at the fixture
 archive's fingerprints, shrinks `train` params to fixture size, and commits.
 `repo.dvc("repro")` then runs the real `dvc` with CIFAR10_ARCHIVE set.
+`repo.fork(dest)` copies such a repo (history, DVC cache, outputs) for a test that changes it;
+`PipelineRepo.clone(dest, archive)` is a plain `git clone` of this repository's committed HEAD.
 """
 
 from __future__ import annotations
@@ -34,6 +36,17 @@ def repo_files() -> list[str]:
     return [f for f in out.split("\0") if f and not f.startswith(RESULTS + OUTPUTS) and (ROOT / f).is_file()]
 
 
+def cli_env(dest: Path, archive: Path) -> dict[str, str]:
+    """Environment for git and dvc in a copy at `dest`: this venv first on PATH, CIFAR10_ARCHIVE =
+    `archive`, a download cache beside the copy (never the user's), no inherited GIT_* / DVC_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "DVC_"))}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", CIFAR10_ARCHIVE=str(archive),
+               CIFAR10_CACHE_DIR=str(dest.parent / f"{dest.name}-download-cache"),
+               DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    return env
+
+
 @dataclass
 class PipelineRepo:
     path: Path
@@ -47,12 +60,7 @@ class PipelineRepo:
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, target)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "DVC_"))}
-        env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", CIFAR10_ARCHIVE=str(archive),
-                   CIFAR10_CACHE_DIR=str(dest.parent / f"{dest.name}-download-cache"),
-                   DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-                   GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
-        repo = cls(dest, env)
+        repo = cls(dest, cli_env(dest, archive))
         params = repo.params()
         params["fetch"]["sha256"] = dict(fingerprints)
         params["train"].update(FIXTURE_TRAIN_PARAMS)
@@ -63,6 +71,14 @@ class PipelineRepo:
         repo.git("add", "-A")
         repo.git("commit", "-qm", "copy")
         return repo
+
+    @classmethod
+    def clone(cls, dest: Path, archive: Path) -> "PipelineRepo":
+        """`git clone` this repository at `dest`: its committed HEAD as is (params, dvc.lock and
+        results as committed; no work in progress, no DVC cache or outputs)."""
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, capture_output=True,
+                       env=cli_env(dest, archive))
+        return cls(dest, cli_env(dest, archive))
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         proc = subprocess.run(list(args), cwd=self.path, env=self.env, capture_output=True, text=True,
@@ -80,6 +96,14 @@ class PipelineRepo:
     def stage(self, name: str, check: bool = False) -> subprocess.CompletedProcess:
         """Run a stage directly, as dvc would: `python -m stages.<name>`."""
         return self.run(sys.executable, "-m", f"stages.{name}", check=check)
+
+    def fork(self, dest: Path) -> "PipelineRepo":
+        """A full copy of this repo at `dest` (git history, DVC cache, outputs, uncommitted changes),
+        so a test can change it without touching this one. DVC's runtime folder `.dvc/tmp` (state
+        db, locks, experiment queue) is left out: the copy starts with its own."""
+        shutil.copytree(self.path, dest, symlinks=True, ignore=lambda d, names: (
+            ["tmp"] if Path(d) == self.path / ".dvc" else []))
+        return PipelineRepo(dest, dict(self.env))
 
     def params(self) -> dict:
         return yaml.safe_load((self.path / "params.yaml").read_text())
