@@ -129,13 +129,12 @@ class Conv2D(Layer):
                        "b": np.zeros(out_channels, dtype)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._buffers: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        self._cache: tuple | None = None  # (cols, w_mat, x shape) of the last training forward
+        self._cache: tuple | None = None  # (cols, w_mat, x shape) of the last forward
 
-    def _work_buffers(self, purpose: str, n: int, h: int, w: int,
-                      dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    def _work_buffers(self, n: int, h: int, w: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Reused (padded input (N, H+2, W+2, C), im2col (N, H, W, 3, 3C)) pair; the padded
         buffer's border is zeroed once, at allocation, and never written afterwards."""
-        key = (purpose, n, h, w, np.dtype(dtype))
+        key = (n, h, w, np.dtype(dtype))
         if key not in self._buffers:
             if len(self._buffers) >= 4:  # e.g. batch size changed: drop stale shapes
                 self._buffers.clear()
@@ -144,10 +143,10 @@ class Conv2D(Layer):
                                   np.empty((n, h, w, KERNEL, KERNEL * c), dtype))
         return self._buffers[key]
 
-    def _forward_block(self, x: np.ndarray, w_mat: np.ndarray, purpose: str) -> tuple[np.ndarray, np.ndarray]:
+    def _forward_block(self, x: np.ndarray, w_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """y (n*H*W, F) and the im2col matrix (n*H*W, 9C) it came from, for x (n, C, H, W)."""
         n, c, h, w = x.shape
-        x_pad, cols = self._work_buffers(purpose, n, h, w, w_mat.dtype)
+        x_pad, cols = self._work_buffers(n, h, w, w_mat.dtype)
         x_pad[:, 1:-1, 1:-1, :] = x.transpose(0, 2, 3, 1)
         _im2col(x_pad, cols)
         cols = cols.reshape(n * h * w, KERNEL * KERNEL * c)
@@ -163,22 +162,24 @@ class Conv2D(Layer):
         f = self.out_channels
         # rows of w_mat ordered (ky, kx, c), matching the columns of the im2col matrix
         w_mat = self.params["W"].transpose(2, 3, 1, 0).reshape(KERNEL * KERNEL * c, f)
-        if training:
-            y, cols = self._forward_block(x, w_mat, "train")
+        if training or n <= EVAL_CHUNK:
+            y, cols = self._forward_block(x, w_mat)
             self._cache = (cols, w_mat, x.shape)
-        else:
+        else:  # a large evaluation batch, a block of images at a time; nothing to backpropagate
+            self._cache = None
             y = np.empty((n * h * w, f), w_mat.dtype)
             for i in range(0, n, EVAL_CHUNK):
                 block = x[i:i + EVAL_CHUNK]
-                y[i * h * w:(i + len(block)) * h * w] = self._forward_block(block, w_mat, "eval")[0]
+                y[i * h * w:(i + len(block)) * h * w] = self._forward_block(block, w_mat)[0]
         return y.reshape(n, h, w, f).transpose(0, 3, 1, 2)
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """grad_out (N, F, H, W) = dL/dy of the last forward(training=True); fills grads["W"]
-        (F, C, 3, 3) and grads["b"] (F,); returns dL/dx (N, C, H, W) (channels-last memory),
-        or None when need_input_grad is False (the first layer: the col2im work is skipped)."""
+        """grad_out (N, F, H, W) = dL/dy of the last forward; fills grads["W"] (F, C, 3, 3) and
+        grads["b"] (F,); returns dL/dx (N, C, H, W), or None when need_input_grad is False (the
+        first layer: the dY W^T matmul and col2im are skipped)."""
         if self._cache is None:
-            raise RuntimeError("Conv2D.backward called before forward(x, training=True)")
+            raise RuntimeError("Conv2D.backward needs a preceding forward with training=True or at "
+                               f"most EVAL_CHUNK={EVAL_CHUNK} images; larger evaluation batches keep no cache")
         cols, w_mat, (n, c, h, w) = self._cache
         f = self.out_channels
         dy = grad_out.transpose(0, 2, 3, 1).reshape(n * h * w, f)  # free if grad_out is channels-last
@@ -200,11 +201,14 @@ def _pool_backward(grad_out: np.ndarray, first_row: np.ndarray, left_top: np.nda
     first_row: the winner is in the top row; left_top / left_bottom: within the top /
     bottom pair, the left element wins.  All three are bool (N, C, H/2, W/2).
     """
-    top, bottom = grad_out * first_row, grad_out * ~first_row
-    np.multiply(top, left_top, out=dx[:, :, 0::2, 0::2])
-    np.multiply(top, ~left_top, out=dx[:, :, 0::2, 1::2])
-    np.multiply(bottom, left_bottom, out=dx[:, :, 1::2, 0::2])
-    np.multiply(bottom, ~left_bottom, out=dx[:, :, 1::2, 1::2])
+    # split dL/dy between the two rows, then each row's share between its two elements;
+    # the second part is the difference (g - g*mask is exactly g or 0): no mask negation needed
+    top = np.multiply(grad_out, first_row, out=dx[:, :, 0::2, 1::2])   # scratch in the TR slot
+    np.subtract(grad_out, top, out=dx[:, :, 1::2, 1::2])                # bottom share, BR slot
+    for row, left in ((0, left_top), (1, left_bottom)):
+        share = dx[:, :, row::2, 1::2]
+        np.multiply(share, left, out=dx[:, :, row::2, 0::2])
+        np.subtract(share, dx[:, :, row::2, 0::2], out=share)
 
 
 class MaxPool2D(Layer):
@@ -244,8 +248,12 @@ class Flatten(Layer):
     kind = "flatten"
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        self._x_shape = x.shape
+        self._x_like = x
         return x.reshape(x.shape[0], -1)  # copies only when x is not C-contiguous
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        return grad_out.reshape(self._x_shape)
+        """grad_out (N, C*H*W) -> (N, C, H, W), stored in the memory layout the forward input
+        had (channels-last after a conv), so the layers below see the layout they produced."""
+        dx = np.empty_like(self._x_like)
+        dx[...] = grad_out.reshape(dx.shape)
+        return dx

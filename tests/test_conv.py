@@ -97,6 +97,8 @@ def test_conv_forward_independent_of_memory_layout_and_eval_chunking(monkeypatch
     np.testing.assert_allclose(layer.forward(channels_last(x), training=True), expected, atol=1e-10)
     monkeypatch.setattr(conv, "EVAL_CHUNK", 2)  # 5 images -> blocks of 2, 2, 1
     np.testing.assert_allclose(layer.forward(x, training=False), expected, atol=1e-10)
+    with pytest.raises(RuntimeError, match="EVAL_CHUNK"):  # no cache for a blocked evaluation
+        layer.backward(np.ones_like(expected))
 
 
 @pytest.mark.parametrize("shape, block_elements", [
@@ -243,7 +245,8 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
     return loss, grad / n
 
 
-def test_small_cnn_stack_gradients():
+@pytest.mark.parametrize("training", [True, False])  # backward must also follow an eval-mode forward
+def test_small_cnn_stack_gradients(training):
     rng = np.random.default_rng(12)
     layers = [float64_conv(2, 3, seed=13), ReLU(), MaxPool2D(), Flatten(), Dense(3 * 2 * 2, 3, rng, np.float64)]
     layers[-1].params["b"][:] = rng.standard_normal(3)
@@ -253,7 +256,7 @@ def test_small_cnn_stack_gradients():
     def forward() -> np.ndarray:
         out = x
         for layer in layers:
-            out = layer.forward(out, training=True)
+            out = layer.forward(out, training)
         return out
 
     def loss() -> float:
