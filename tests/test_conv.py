@@ -275,3 +275,18 @@ def test_small_cnn_stack_gradients(training):
             checked += 1
     assert checked == 4
     assert relative_error(dx, numerical_gradient(loss, x)) < TOL
+
+
+def test_feature_maps_stay_channels_last_through_the_stack():
+    """The layout contract the speed relies on (see numpynet.conv): conv output, pool output and
+    every gradient on the way back are (N, H, W, C) memory, so no layer pays for a transpose."""
+    rng = np.random.default_rng(14)
+    layers = [Conv2D(3, 4, rng), ReLU(), MaxPool2D(), Conv2D(4, 6, rng), ReLU(), MaxPool2D(), Flatten()]
+    out = rng.standard_normal((2, 3, 8, 8), dtype=np.float32)
+    for layer in layers[:-1]:
+        out = layer.forward(out, training=True)
+        assert out.transpose(0, 2, 3, 1).flags.c_contiguous, layer.kind
+    grad = np.ones_like(layers[-1].forward(out, training=True))
+    for layer in reversed(layers[1:]):
+        grad = layer.backward(grad)
+        assert grad.transpose(0, 2, 3, 1).flags.c_contiguous, layer.kind
