@@ -13,6 +13,7 @@ plots/misclassified.csv), and prints a report.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +75,15 @@ def write_error_gallery(x_test: np.ndarray, y_test: np.ndarray, proba: np.ndarra
 def main() -> None:
     try:
         network, meta = from_arrays(load_npz(MODEL))
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        # a truncated or foreign file fails in zipfile or np.load, a malformed one in from_arrays
+        raise StageError(f"cannot load {MODEL}: it is missing or not a complete model file "
+                         f"({type(err).__name__}: {err}); run `dvc repro train` to rebuild it") from None
+    try:
         x_test, y_test = np.load(DATA / "test_images.npy"), np.load(DATA / "test_labels.npy")
-    except (OSError, ValueError, KeyError) as err:
-        raise StageError(f"cannot load the model or test data ({err}); run `dvc repro train` first") from err
+    except (OSError, ValueError, EOFError) as err:
+        raise StageError(f"cannot read the test data in {DATA}/ ({err}); "
+                         "run `dvc repro filter_normalize` first") from None
     names = meta["class_names"]
     if x_test.shape[1:] != (3072,) or (len(y_test) and y_test.max() >= len(names)):
         raise StageError(f"test data in {DATA}/ does not match the model ({len(names)} classes: {', '.join(names)}); "
