@@ -43,6 +43,21 @@ def read_params(all_names: list[str]) -> dict:
     }
 
 
+def load_raw(split: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """data/raw/{split}_images.npy uint8 (N, 3072) and {split}_labels.npy int (N,) in 0..n_classes-1."""
+    try:
+        images = np.load(RAW / f"{split}_images.npy", allow_pickle=False)
+        labels = np.load(RAW / f"{split}_labels.npy", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise StageError(f"cannot read {RAW}/{split}_*.npy ({err}); run `dvc repro fetch` "
+                         "(or `dvc checkout data/raw`) first") from None
+    if (images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3072 or labels.shape != images.shape[:1]
+            or labels.dtype.kind not in "iu" or (labels.size and not 0 <= labels.min() <= labels.max() < n_classes)):
+        raise StageError(f"{RAW}/{split}_*.npy are not what fetch writes (images {images.dtype} {images.shape}, "
+                         f"labels {labels.dtype} {labels.shape}); run `dvc repro -f fetch` to rebuild {RAW}/")
+    return images, labels
+
+
 def main() -> None:
     try:
         all_names = json.loads((RAW / "class_names.json").read_text())
@@ -51,8 +66,8 @@ def main() -> None:
     params = read_params(all_names)
     ids = [all_names.index(c) for c in params["classes"]]
 
-    train_images, train_labels = select_classes(np.load(RAW / "train_images.npy"), np.load(RAW / "train_labels.npy"), ids)
-    test_images, test_labels = select_classes(np.load(RAW / "test_images.npy"), np.load(RAW / "test_labels.npy"), ids)
+    train_images, train_labels = select_classes(*load_raw("train", len(all_names)), ids)
+    test_images, test_labels = select_classes(*load_raw("test", len(all_names)), ids)
     train_idx, val_idx = stratified_split(train_labels, params["val_fraction"], np.random.default_rng(params["seed"]))
     if len(train_idx) == 0:
         raise StageError(f"no training images left for classes {params['classes']}")
