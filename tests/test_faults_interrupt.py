@@ -223,3 +223,33 @@ def test_divergence_under_dvc_repro_writes_no_model_and_keeps_dvc_lock(repo, tmp
     assert not (copy.path / "models/model.npz").exists()  # dvc removed it before the run; none was written
     changed = [p for p, d in after.items() if before.get(p) != d]
     assert not changed, f"new or changed after a failed dvc repro: {changed}"
+
+
+# A file cut short by something outside the pipeline (a killed copy, a full disk, a
+# half-finished `dvc checkout`) is refused by the stage that reads it, by name, with what to rerun.
+HALF_WRITTEN = {
+    "raw-train-images": ("data/raw/train_images.npy", "filter_normalize",
+                         ("cannot read data/raw/train_*.npy", "run `dvc repro fetch`"),
+                         ("data/prepared",)),
+    "prepared-train-images": ("data/prepared/train_images.npy", "train",
+                              ("cannot read the prepared data in data/prepared/", "run `dvc repro filter_normalize`"),
+                              TRAIN_OUTPUTS),
+    "model": ("models/model.npz", "evaluate",
+              ("cannot load models/model.npz", "not a complete model file", "run `dvc repro train`"),
+              ("metrics", "plots")),
+}
+
+
+@pytest.mark.parametrize("case", list(HALF_WRITTEN))
+def test_a_half_written_input_is_refused_by_the_next_stage(repo, tmp_path, case):
+    damaged, stage, fragments, outputs = HALF_WRITTEN[case]
+    copy = PipelineRepo(tmp_path / "copy", repo.env)
+    shutil.copytree(repo.path, copy.path, symlinks=True)
+    target = copy.path / damaged
+    data = target.read_bytes()
+    target.unlink()  # dvc may have linked it to its cache: never write through
+    target.write_bytes(data[: len(data) // 3])
+    before = snapshot(copy.path, outputs)
+    proc = copy.stage(stage)
+    assert_clean_failure(proc, stage, *fragments)
+    assert snapshot(copy.path, outputs) == before
