@@ -90,42 +90,55 @@ def fit(network: Network, x_train: np.ndarray, y_train: np.ndarray,
     history: list[EpochRecord] = []
     best_acc, best_epoch, best_weights = -1.0, None, None
     step = 0
-    lr = config.learning_rate
-    for epoch in range(1, config.epochs + 1):
-        order = shuffle_rng.permutation(n)
-        loss_sum = 0.0
-        for start in range(0, n, config.batch_size):
-            idx = order[start:start + config.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
-            if config.flip:
-                xb = augment.random_flip(xb, augment_rng)
-            if config.crop_padding:
-                xb = augment.random_crop(xb, config.crop_padding, augment_rng)
-            lr = learning_rate(step, steps_per_epoch, config.learning_rate, config.epochs,
-                               config.lr_schedule, config.warmup_epochs, config.lr_step_epochs, config.lr_gamma)
-            logits = network.forward(xb, training=True)
-            loss, grad = softmax_cross_entropy(logits, yb)
-            if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the training loss became {loss} at epoch {epoch}, step {step + 1} "
-                    f"(learning rate {lr:g}); try a smaller learning_rate")
-            network.backward(grad)
-            optimizer.step(lr)
-            loss_sum += loss
-            step += 1
-        val_loss = val_acc = None
-        if has_val:
-            val_loss, val_acc = evaluate_loss_accuracy(network, x_val, y_val)
-            if config.restore_best and val_acc > best_acc:
-                best_acc, best_epoch = val_acc, epoch
+    # A diverging run overflows before its loss turns non-finite; that is reported once, as
+    # TrainingDiverged, instead of as a stream of floating-point warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for epoch in range(1, config.epochs + 1):
+            record = _run_epoch(network, x_train, y_train, x_val, y_val, config, optimizer, epoch,
+                                step, steps_per_epoch, shuffle_rng, augment_rng)
+            step += steps_per_epoch
+            history.append(record)
+            if has_val and config.restore_best and record.val_accuracy > best_acc:
+                best_acc, best_epoch = record.val_accuracy, epoch
                 best_weights = [p.copy() for _, p, _ in network.parameters()]
-        record = EpochRecord(epoch, loss_sum / steps_per_epoch, val_loss, val_acc, lr)
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
+            if on_epoch is not None:
+                on_epoch(record)
     restored = False
     if config.restore_best and best_weights is not None:
         for (_, p, _), saved in zip(network.parameters(), best_weights):
             p[...] = saved
         restored = True
     return TrainResult(history, best_epoch, restored)
+
+
+def _run_epoch(network: Network, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
+               y_val: np.ndarray | None, config: TrainConfig, optimizer: SGD, epoch: int, step: int,
+               steps_per_epoch: int, shuffle_rng: np.random.Generator,
+               augment_rng: np.random.Generator | None) -> EpochRecord:
+    """One pass over the reshuffled training set, then the validation scores."""
+    n = len(x_train)
+    order = shuffle_rng.permutation(n)
+    loss_sum = 0.0
+    for start in range(0, n, config.batch_size):
+        idx = order[start:start + config.batch_size]
+        xb, yb = x_train[idx], y_train[idx]
+        if config.flip:
+            xb = augment.random_flip(xb, augment_rng)
+        if config.crop_padding:
+            xb = augment.random_crop(xb, config.crop_padding, augment_rng)
+        lr = learning_rate(step, steps_per_epoch, config.learning_rate, config.epochs,
+                           config.lr_schedule, config.warmup_epochs, config.lr_step_epochs, config.lr_gamma)
+        logits = network.forward(xb, training=True)
+        loss, grad = softmax_cross_entropy(logits, yb)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"the training loss became {loss} at epoch {epoch}, step {step + 1} "
+                f"(learning rate {lr:g}); try a smaller learning_rate")
+        network.backward(grad)
+        optimizer.step(lr)
+        loss_sum += loss
+        step += 1
+    val_loss = val_acc = None
+    if x_val is not None and len(x_val) > 0:
+        val_loss, val_acc = evaluate_loss_accuracy(network, x_val, y_val)
+    return EpochRecord(epoch, loss_sum / steps_per_epoch, val_loss, val_acc, lr)

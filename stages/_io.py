@@ -56,7 +56,10 @@ def load_params(section: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise StageError(f"{path} is not valid YAML: {err}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise StageError(f"{path} is not valid YAML{where}: {problem}; fix the file and rerun") from err
     if not isinstance(data, dict) or not isinstance(data.get(section), dict):
         raise StageError(f"{path}: missing section '{section}:' (a mapping of that stage's params)")
     return data[section]

@@ -81,6 +81,23 @@ def progress(total: int):
     return log, lambda: None
 
 
+def build_and_fit(arch: dict, config: TrainConfig, class_names: list[str], x_train: np.ndarray,
+                  y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                  rngs: dict[str, np.random.Generator]):
+    """Build the network the params describe and train it; returns (network, TrainResult)."""
+    if arch["model"] == "cnn":
+        network = build_cnn(IMAGE_SHAPE, arch["conv_channels"], arch["hidden_sizes"], len(class_names),
+                            rngs["init"], arch["dropout"], rngs["dropout"])
+    else:
+        network = build_mlp(x_train.shape[1], arch["hidden_sizes"], len(class_names), rngs["init"],
+                            arch["dropout"], rngs["dropout"])
+    on_epoch, done = progress(config.epochs)
+    try:
+        return network, fit(network, x_train, y_train, x_val, y_val, config, rngs["shuffle"], rngs["augment"], on_epoch)
+    finally:
+        done()
+
+
 def main() -> None:
     arch, config = read_params()
     try:
@@ -95,19 +112,15 @@ def main() -> None:
     class_names = info["class_names"]
 
     rngs = rng_streams(arch["seed"])
-    if arch["model"] == "cnn":
-        network = build_cnn(IMAGE_SHAPE, arch["conv_channels"], arch["hidden_sizes"], len(class_names),
-                            rngs["init"], arch["dropout"], rngs["dropout"])
-    else:
-        network = build_mlp(x_train.shape[1], arch["hidden_sizes"], len(class_names), rngs["init"],
-                            arch["dropout"], rngs["dropout"])
-    on_epoch, done = progress(config.epochs)
     try:
-        result = fit(network, x_train, y_train, x_val, y_val, config, rngs["shuffle"], rngs["augment"], on_epoch)
+        network, result = build_and_fit(arch, config, class_names, x_train, y_train, x_val, y_val, rngs)
+    except MemoryError:
+        sizes = (f"conv_channels {arch['conv_channels']}, " if arch["model"] == "cnn" else "") + \
+            f"hidden_sizes {arch['hidden_sizes']}, batch_size {config.batch_size}"
+        raise StageError(f"params.yaml: train: the network ({sizes}) does not fit in memory; "
+                         "choose smaller train.hidden_sizes (or conv_channels / batch_size)") from None
     except TrainingDiverged as err:
         raise StageError(str(err)) from err
-    finally:
-        done()
 
     meta = {"model": arch["model"], "class_names": class_names, "normalization": info["normalization"],
             "input_shape": list(IMAGE_SHAPE), "input_layout": "CIFAR channel planes: 1024 R, 1024 G, 1024 B, each 32x32 row-major"}

@@ -205,9 +205,6 @@ def test_divergence_stops_with_the_nan_message(diverged):
     assert after == before, "a diverged run changed or left files among the outputs"
 
 
-@pytest.mark.xfail(strict=True, reason="numpy RuntimeWarnings (overflow in matmul, invalid value) are printed "
-                                       "before the message; fit() in numpynet/training.py or stages/train.py "
-                                       "should run under np.errstate(over='ignore', invalid='ignore')")
 def test_divergence_message_is_the_only_output(diverged):
     proc, _, _ = diverged
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

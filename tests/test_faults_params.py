@@ -290,8 +290,6 @@ def test_bad_params_stop_the_stage_with_a_message(results, case):
     assert result.after == result.before, "a failed run changed or left files among the outputs"
 
 
-@pytest.mark.xfail(strict=True, reason="stages/_io.py load_params puts PyYAML's multi-line error text "
-                                       "into the StageError; it should be one line (line, column, problem)")
 @pytest.mark.parametrize("case", ["train-invalid-yaml"])
 def test_invalid_yaml_is_reported_on_one_line(results, case):
     assert_clean_failure(results[case].proc, "train", *CASES[case].fragments, "column")
@@ -314,8 +312,6 @@ def test_dvc_repro_with_a_bad_param_keeps_dvc_lock_and_trusts_no_output(repo, tm
     assert not changed, f"new or changed after a failed dvc repro: {changed}"
 
 
-@pytest.mark.xfail(strict=True, reason="stages/train.py lets MemoryError escape as a traceback when the "
-                                       "network does not fit; it should be a StageError naming train.hidden_sizes")
 def test_a_network_too_big_for_memory_is_refused_by_name(repo):
     """hidden_sizes [1000000000] needs 22 TiB: a typo a user can make. Run under `ulimit -v` so that
     the allocation fails the same way whatever the machine's overcommit policy."""
