@@ -25,12 +25,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
 
 from tests.cifar_fixture import fixture_fingerprints, make_archive
-from tests.pipeline_repo import FIXTURE_TRAIN_PARAMS, PipelineRepo
+from tests.pipeline_repo import BIN, FIXTURE_TRAIN_PARAMS, PipelineRepo
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +135,7 @@ def csv_rows(data: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(data.decode())))
 
 
-def check_series(plots: RenderedPlots, series: dict[str, dict], rev: str, read: callable) -> None:
+def check_series(plots: RenderedPlots, series: dict[str, dict], rev: str, read: Callable[[str], bytes]) -> None:
     """Every declared data plot is embedded with its title and, for revision `rev`, exactly the
     rows of its data file(s) (`read(path) -> bytes` gives the file as of `rev`)."""
     assert set(plots.specs) == set(series), f"rendered {sorted(plots.specs)}, declared {sorted(series)}"
@@ -152,7 +153,7 @@ def check_series(plots: RenderedPlots, series: dict[str, dict], rev: str, read: 
                 assert got == expected, f"plot {plot_id!r}, {rev}: {field} rows differ from {path}"
 
 
-def check_images(plots: RenderedPlots, images: list[str], rev: str, read: callable) -> None:
+def check_images(plots: RenderedPlots, images: list[str], rev: str, read: Callable[[str], bytes]) -> None:
     """Every declared image appears once for `rev`, byte-identical to the file as of `rev`."""
     for path in images:
         found = [f for (r, src), f in plots.images.items() if r == rev and src.endswith(path.replace("/", "_"))]
@@ -190,6 +191,17 @@ def stop_queue(repo: PipelineRepo, grace: float = 30.0) -> list[tuple[int, str]]
         except ProcessLookupError:
             pass
     return left
+
+
+def start_queue(repo: PipelineRepo, jobs: int) -> str:
+    """`dvc queue start -j jobs`; returns its output. The output goes through a file, not a pipe:
+    the workers it spawns keep an inherited descriptor of it open, so reading a pipe to its end
+    would wait until they exit (i.e. until the whole queue has run)."""
+    log = repo.path.parent / f"{repo.path.name}-queue-start.log"
+    with open(log, "w") as out:
+        subprocess.run([str(BIN / "dvc"), "queue", "start", "-j", str(jobs)], cwd=repo.path, env=repo.env,
+                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=120, check=True)
+    return log.read_text()
 
 
 def queue_status(repo: PipelineRepo) -> tuple[dict[str, str], str]:
@@ -409,7 +421,7 @@ def test_queued_sweep_on_two_workers_then_exp_apply(fork, tuned):
         for name, lr in SWEEP.items():
             out = fork.dvc("exp", "run", "--queue", "-S", f"train.learning_rate={lr}", "-n", name)
             assert f"Queued experiment '{name}'" in out.stdout
-        assert "Started '2' new experiments task queue workers" in fork.dvc("queue", "start", "-j", "2").stdout
+        assert "Started '2' new experiments task queue workers" in start_queue(fork, 2)
 
         deadline = time.monotonic() + QUEUE_TIMEOUT
         while True:
@@ -465,6 +477,17 @@ def test_push_then_pull_into_an_empty_cache_restores_everything(fork, tmp_path):
     assert ran(out.stdout) == [] and skipped(out.stdout) == STAGES
     assert "Data and pipelines are up to date." in out.stdout
 
+    # and in another clone, once the remote's config is committed
+    fork.git("add", ".dvc/config")
+    fork.git("commit", "-qm", "remote")
+    clone = PipelineRepo(tmp_path / "clone", fork.env)
+    subprocess.run(["git", "clone", "-q", str(fork.path), str(clone.path)], env=fork.env, check=True)
+    assert digests(clone, *cached) == {}
+    clone.dvc("pull")
+    assert digests(clone, *cached) == before
+    out = clone.dvc("repro")
+    assert ran(out.stdout) == [] and skipped(out.stdout) == STAGES
+
 
 def test_s3_remote_is_configured_the_same_way_and_needs_the_s3_extra(fork):
     fork.dvc("remote", "add", "-d", "storage", "s3://my-bucket/cifar10-numpy")
@@ -492,3 +515,9 @@ def test_a_failing_stage_exits_non_zero_with_its_message_and_leaves_dvc_lock_unc
     assert f"ERROR: failed to reproduce '{section}'" in out.stderr
     assert ran(out.stdout) == [section]  # nothing downstream ran on its behalf
     assert (fork.path / "dvc.lock").read_bytes() == lock
+
+    # DVC removed the stage's outputs before running it; the README's way back to the last commit:
+    fork.git("checkout", "--", "params.yaml", "metrics", "plots")
+    fork.dvc("checkout")
+    assert json.loads(fork.dvc("status", "--json").stdout) == {}
+    assert fork.git("status", "--porcelain").stdout == ""
