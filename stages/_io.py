@@ -100,11 +100,38 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
 # ---------------------------------------------------------------- atomic writes
 
 
+def _remove_stale(path: Path) -> None:
+    """Delete leftovers of earlier runs killed mid-write: `.name.*.tmp` and `.name.old.<pid>`
+    beside `path`, unless the process that made them is still running."""
+    for leftover in path.parent.glob(f".{path.name}.*"):
+        suffix = leftover.name[len(path.name) + 2:]
+        pid = suffix[4:] if suffix.startswith("old.") else None
+        if not (suffix.endswith(".tmp") or (pid and pid.isdigit())):
+            continue
+        if pid and _alive(int(pid)):
+            continue
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
 @contextlib.contextmanager
 def _atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -170,6 +197,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces `path` as a whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp

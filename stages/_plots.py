@@ -1,21 +1,31 @@
-"""Matplotlib figures for the stages (Agg backend, no display needed, byte-stable PNGs)."""
+"""Matplotlib figures for the stages (Agg backend, no display needed, byte-stable PNGs).
+
+matplotlib is imported on first use, not at import time: it costs most of a
+second, which a stage that stops at a bad param should not pay.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from stages._io import save_figure
 
-from stages._io import save_figure  # noqa: E402
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def loss_curve(path: Path, epochs: list[int], train_loss: list[float],
                val_loss: list[float] | None, val_accuracy: list[float] | None) -> None:
     """Training (and validation) loss per epoch, with validation accuracy on a second axis."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(epochs, train_loss, label="train loss", color="tab:blue")
     if val_loss is not None:
@@ -39,6 +49,7 @@ def loss_curve(path: Path, epochs: list[int], train_loss: list[float],
 
 def confusion_matrix(path: Path, counts: np.ndarray, class_names: list[str]) -> None:
     """Counts (K, K) as a heat map, the count written in every cell; rows true, columns predicted."""
+    plt = _pyplot()
     k = len(class_names)
     fig, ax = plt.subplots(figsize=(1.2 * k + 2.5, 1.2 * k + 1.5))
     ax.imshow(counts, cmap="Blues")
@@ -60,6 +71,7 @@ def confusion_matrix(path: Path, counts: np.ndarray, class_names: list[str]) -> 
 def image_gallery(path: Path, images: np.ndarray, captions: list[str], columns: int = 4,
                   title: str = "") -> None:
     """A grid of RGB images (M, 32, 32, 3) uint8, each with a caption under it."""
+    plt = _pyplot()
     m = len(images)
     rows = max(1, -(-m // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.7 * rows + 0.5), squeeze=False)
