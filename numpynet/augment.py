@@ -44,3 +44,12 @@ def random_crop(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.nd
     out = padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None],
                  rows[:, None, :, None], cols[:, None, None, :]]
     return out.reshape(n, -1)
+
+
+def flip_horizontal(images: np.ndarray) -> np.ndarray:
+    """Mirror every image left-right (pixel (r, c) -> (r, 31 - c), every channel).
+
+    images (N, 3072) -> (N, 3072); used for test-time augmentation.
+    """
+    n = len(images)
+    return np.ascontiguousarray(images.reshape(n, *SHAPE)[..., ::-1]).reshape(n, -1)

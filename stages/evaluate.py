@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from numpynet.augment import flip_horizontal
 from numpynet.metrics import classification_report, confusion_matrix, most_confident_errors
 from numpynet.model import from_arrays
 from stages import _plots
-from stages._io import StageError, load_npz, run_stage, write_json, write_text
+from stages._io import StageError, load_params, param, load_npz, run_stage, write_json, write_text
 
 DATA = Path("data/prepared")
 MODEL = Path("models/model.npz")
@@ -72,7 +73,16 @@ def write_error_gallery(x_test: np.ndarray, y_test: np.ndarray, proba: np.ndarra
                          title="Most confidently misclassified test images")
 
 
+def predict(network, x: np.ndarray, flip_tta: bool) -> np.ndarray:
+    """Class probabilities (N, K); with flip_tta, the mean over each image and its mirror image."""
+    proba = network.predict_proba(x)
+    if flip_tta:
+        proba = (proba + network.predict_proba(flip_horizontal(x))) / 2
+    return proba
+
+
 def main() -> None:
+    flip_tta = param(load_params("evaluate"), "evaluate", "flip_tta", bool, None, "true or false")
     try:
         network, meta = from_arrays(load_npz(MODEL))
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
@@ -89,7 +99,7 @@ def main() -> None:
         raise StageError(f"test data in {DATA}/ does not match the model ({len(names)} classes: {', '.join(names)}); "
                          "rerun `dvc repro`")
 
-    proba = network.predict_proba(x_test)
+    proba = predict(network, x_test, flip_tta)
     y_pred = proba.argmax(axis=1)
     report = classification_report(y_test, y_pred, names)
     write_json(METRICS, report)

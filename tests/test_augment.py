@@ -67,3 +67,25 @@ def test_crop_pads_with_zeros_at_the_border():
     out = random_crop(x, 2, Corner()).reshape(3, 32, 32)
     assert np.all(out[:, :2, :] == 0) and np.all(out[:, :, :2] == 0)
     assert np.all(out[:, 2:, 2:] == 1)
+
+
+def test_flip_horizontal_mirrors_every_image_and_is_its_own_inverse():
+    from numpynet.augment import flip_horizontal
+
+    x = coded_images(3)
+    out = flip_horizontal(x)
+    assert np.array_equal(out.reshape(3, 3, 32, 32), x.reshape(3, 3, 32, 32)[..., ::-1])
+    assert np.array_equal(flip_horizontal(out), x)
+
+
+def test_flip_tta_averages_the_two_views():
+    from numpynet.augment import flip_horizontal
+    from numpynet.model import build_mlp
+    from stages.evaluate import predict
+
+    net = build_mlp(3072, [8], 3, np.random.default_rng(0))
+    x = np.random.default_rng(1).random((5, 3072), dtype=np.float32)
+    both = predict(net, x, flip_tta=True)
+    assert np.allclose(both, (net.predict_proba(x) + net.predict_proba(flip_horizontal(x))) / 2)
+    assert np.array_equal(predict(net, x, flip_tta=False), net.predict_proba(x))
+    assert not np.allclose(both, net.predict_proba(x))
