@@ -82,7 +82,7 @@ def test_repro_runs_all_stages_and_writes_well_formed_results(repo):
 def test_model_file_is_self_describing(repo):
     network, meta = from_arrays(load_npz(repo.path / "models/model.npz"))
     assert meta["class_names"] == CLASSES
-    assert meta["normalization"]["method"] == "scale"
+    assert meta["normalization"]["method"] == repo.params()["filter_normalize"]["normalize"]
     x = np.load(repo.path / "data/prepared/test_images.npy")
     assert network.predict_proba(x).shape == (len(x), 3)
     sizes = [s["n_out"] for s in network.architecture() if s["kind"] == "dense"]
