@@ -47,7 +47,8 @@ def _col2im(taps: np.ndarray, dx: np.ndarray) -> None:
     dropped.  taps (N, H, W, 3, 3, C) -> dx (N, H, W, C), overwritten.
 
     Both are logical shapes: any memory layout works, and NumPy runs each of the 9 slice-adds
-    along whichever axis is contiguous in memory (C for channels-last dcols, W for the K-major ones of `_input_grad`)."""
+    along whichever axis is contiguous in memory (C for channels-last dcols, W for the
+    K-major ones of `_input_grad`)."""
     h, w = dx.shape[1:3]
     # the centre tap covers every pixel exactly once: assign it, then add the other eight
     dx[...] = taps[:, :, :, 1, 1, :]
@@ -81,7 +82,6 @@ def _input_grad(dy: np.ndarray, w_mat: np.ndarray, shape: tuple[int, int, int, i
     make col2im ~5x slower).  Channels-last dcols are built and consumed a few images at a
     time so that each block is still in cache when col2im reads it."""
     n, c, h, w = shape
-    f = dy.shape[1]
     if c < w:
         dcols_t = w_mat @ dy.T                                      # (9C, M)
         dx_cnhw = np.empty((c, n, h, w), dy.dtype)
@@ -182,7 +182,9 @@ class Conv2D(Layer):
                                f"most EVAL_CHUNK={EVAL_CHUNK} images; larger evaluation batches keep no cache")
         cols, w_mat, (n, c, h, w) = self._cache
         f = self.out_channels
-        dy = grad_out.transpose(0, 2, 3, 1).reshape(n * h * w, f)  # free if grad_out is channels-last
+        # (N*H*W, F) rows: a free view when grad_out is channels-last, as ReLU/MaxPool2D keep it;
+        # cast so a float64 gradient cannot silently turn every matmul into float64
+        dy = grad_out.transpose(0, 2, 3, 1).reshape(n * h * w, f).astype(cols.dtype, copy=False)
         dw_mat, db = _conv_param_grads(cols, dy)
         self.grads["W"][...] = dw_mat.reshape(KERNEL, KERNEL, c, f).transpose(3, 2, 0, 1)
         self.grads["b"][...] = db

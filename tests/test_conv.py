@@ -146,6 +146,7 @@ def test_conv_keeps_float32_and_reports_spec():
     assert y.shape == (2, 8, 6, 6) and y.dtype == np.float32
     dx = layer.backward(np.ones_like(y))
     assert dx.dtype == np.float32 and layer.grads["W"].dtype == np.float32
+    assert layer.backward(np.ones(y.shape)).dtype == np.float32  # a float64 gradient is not promoted
     assert layer.spec() == {"kind": "conv2d", "in_channels": 3, "out_channels": 8}
 
 
