@@ -16,7 +16,10 @@ in its parameters' dtype.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -27,6 +30,43 @@ KERNEL = 3         # kernel side; padding 1 and stride 1 keep H x W ("same" conv
 EVAL_CHUNK = 128   # images per im2col block when not training, so evaluating 10,000 images at
                    # once needs a ~40 MB im2col buffer, not ~3 GB
 COL2IM_BLOCK_ELEMENTS = 1 << 20  # ~4 MB of float32 dcols per block: stays in cache for col2im
+WORKERS = min(4, os.cpu_count() or 1)  # threads for the memory-bound passes (1 = no threads)
+MIN_ELEMENTS_PER_WORKER = 1 << 16      # below this a thread hand-off costs more than it saves
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _forget_executor() -> None:
+    global _executor
+    _executor = None  # a forked child has the pool object but not its threads
+
+
+os.register_at_fork(after_in_child=_forget_executor)
+
+
+def _over_batch(fn: Callable[[slice], None], n: int, elements: int) -> None:
+    """Run fn(s) for contiguous slices s covering range(n) (the batch axis), in up to WORKERS
+    threads; `elements` (total array size touched) decides whether threads are worth it.
+
+    NumPy runs copies and ufunc loops on one core but releases the GIL inside them, so the
+    im2col / col2im / pooling passes, memory-bound and not covered by the multithreaded BLAS,
+    scale with cores this way.  Each part writes a disjoint slice: results are bit-identical
+    for any WORKERS."""
+    parts = max(1, min(WORKERS, n, elements // MIN_ELEMENTS_PER_WORKER))
+    if parts == 1:
+        fn(slice(0, n))
+        return
+    global _executor
+    with _executor_lock:
+        if _executor is None or _executor._max_workers < parts - 1:
+            _executor = ThreadPoolExecutor(WORKERS - 1, thread_name_prefix="numpynet-conv")
+        executor = _executor
+    bounds = [n * i // parts for i in range(parts + 1)]
+    futures = [executor.submit(fn, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]
+    fn(slice(bounds[0], bounds[1]))
+    for future in futures:
+        future.result()
 
 
 def _im2col(x_pad: np.ndarray, cols: np.ndarray) -> None:
@@ -85,8 +125,9 @@ def _input_grad(dy: np.ndarray, w_mat: np.ndarray, shape: tuple[int, int, int, i
     if c < w:
         dcols_t = w_mat @ dy.T                                      # (9C, M)
         dx_cnhw = np.empty((c, n, h, w), dy.dtype)
-        _col2im(dcols_t.reshape(KERNEL, KERNEL, c, n, h, w).transpose(3, 4, 5, 0, 1, 2),
-                dx_cnhw.transpose(1, 2, 3, 0))
+        taps = dcols_t.reshape(KERNEL, KERNEL, c, n, h, w).transpose(3, 4, 5, 0, 1, 2)
+        dx = dx_cnhw.transpose(1, 2, 3, 0)
+        _over_batch(lambda s: _col2im(taps[s], dx[s]), n, dcols_t.size)
         return dx_cnhw.transpose(1, 0, 2, 3)
     dx = np.empty((n, h, w, c), dy.dtype)
     block = max(1, COL2IM_BLOCK_ELEMENTS // (KERNEL * KERNEL * c * h * w))  # images per block
@@ -95,7 +136,8 @@ def _input_grad(dy: np.ndarray, w_mat: np.ndarray, shape: tuple[int, int, int, i
         rows = slice(i * h * w, min(i + block, n) * h * w)
         m = rows.stop - rows.start
         np.matmul(dy[rows], w_mat.T, out=dcols[:m])                 # dcols = dY W^T
-        _col2im(dcols[:m].reshape(-1, h, w, KERNEL, KERNEL, c), dx[i:i + block])
+        taps, dx_block = dcols[:m].reshape(-1, h, w, KERNEL, KERNEL, c), dx[i:i + block]
+        _over_batch(lambda s: _col2im(taps[s], dx_block[s]), len(taps), m * dcols.shape[1])
     return dx.transpose(0, 3, 1, 2)
 
 
@@ -147,11 +189,17 @@ class Conv2D(Layer):
         """y (n*H*W, F) and the im2col matrix (n*H*W, 9C) it came from, for x (n, C, H, W)."""
         n, c, h, w = x.shape
         x_pad, cols = self._work_buffers(n, h, w, w_mat.dtype)
-        x_pad[:, 1:-1, 1:-1, :] = x.transpose(0, 2, 3, 1)
-        _im2col(x_pad, cols)
+        x_nhwc = x.transpose(0, 2, 3, 1)
+
+        def unfold(s: slice) -> None:
+            x_pad[s, 1:-1, 1:-1, :] = x_nhwc[s]
+            _im2col(x_pad[s], cols[s])
+
+        _over_batch(unfold, n, cols.size)
         cols = cols.reshape(n * h * w, KERNEL * KERNEL * c)
         y = cols @ w_mat          # (N*H*W, F): the whole convolution as one large matmul
-        y += self.params["b"]
+        y_images, b = y.reshape(n, h * w, -1), self.params["b"]
+        _over_batch(lambda s: np.add(y_images[s], b, out=y_images[s]), n, y.size)
         return y, cols
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
@@ -234,16 +282,29 @@ class MaxPool2D(Layer):
             raise ValueError(f"MaxPool2D needs even height and width, got input of shape {x.shape}")
         tl, tr = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]
         bl, br = x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
-        top, bottom = np.maximum(tl, tr), np.maximum(bl, br)
-        # '>=' keeps the first element on ties, which gives the row-major tie rule
-        self._left_top, self._left_bottom = tl >= tr, bl >= br
-        self._first_row = top >= bottom
+        # outputs in the layout of x's quarters (channels-last after a conv)
+        top, bottom = np.empty_like(tl), np.empty_like(tl)
+        left_top, left_bottom, first_row = (np.empty_like(tl, dtype=bool) for _ in range(3))
+
+        def pool(s: slice) -> None:
+            np.maximum(tl[s], tr[s], out=top[s])
+            np.maximum(bl[s], br[s], out=bottom[s])
+            # '>=' keeps the first element on ties, which gives the row-major tie rule
+            np.greater_equal(tl[s], tr[s], out=left_top[s])
+            np.greater_equal(bl[s], br[s], out=left_bottom[s])
+            np.greater_equal(top[s], bottom[s], out=first_row[s])
+            np.maximum(top[s], bottom[s], out=top[s])
+
+        _over_batch(pool, n, x.size)
+        self._left_top, self._left_bottom, self._first_row = left_top, left_bottom, first_row
         self._x_like = x
-        return np.maximum(top, bottom, out=top)
+        return top
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         dx = np.empty_like(self._x_like)  # same memory layout as x
-        _pool_backward(grad_out, self._first_row, self._left_top, self._left_bottom, dx)
+        g, first_row, left_top, left_bottom = grad_out, self._first_row, self._left_top, self._left_bottom
+        _over_batch(lambda s: _pool_backward(g[s], first_row[s], left_top[s], left_bottom[s], dx[s]),
+                    len(dx), dx.size)
         return dx
 
 
