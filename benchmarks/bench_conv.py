@@ -9,6 +9,7 @@ Run from the repo root:
     .venv/bin/python -m benchmarks.bench_conv                   # numpynet only
     PYTHONPATH=. /tmp/torchvenv/bin/python -m benchmarks.bench_conv  # both, same process
     .venv/bin/python -m benchmarks.bench_conv --profile         # + per-layer breakdown
+    ... --batch-size 128 --threads 1                            # other batch size, 1 thread each
 
 The machine is shared and noisy, so epochs of the two libraries are interleaved and the table
 reports the median and the best epoch of each; the ratio uses medians.
@@ -17,14 +18,23 @@ reports the median and the best epoch of each; the ratio uses medians.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
-import numpy as np
+if __name__ == "__main__" and "--threads" in sys.argv:
+    # BLAS reads its thread count once, when NumPy is first imported: set it before that
+    _threads = sys.argv[sys.argv.index("--threads") + 1]
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _threads
 
-from numpynet.conv import Conv2D, Flatten, MaxPool2D
-from numpynet.layers import Dense, Layer, ReLU
-from numpynet.losses import softmax_cross_entropy
+import numpy as np  # noqa: E402
+
+from numpynet import conv  # noqa: E402
+from numpynet.conv import Conv2D, Flatten, MaxPool2D  # noqa: E402
+from numpynet.layers import Dense, Layer, ReLU  # noqa: E402
+from numpynet.losses import softmax_cross_entropy  # noqa: E402
 
 N_IMAGES = 13_500         # train split of 3 CIFAR-10 classes (15,000 minus 10% validation)
 IMAGE_SHAPE = (3, 32, 32)
@@ -74,7 +84,7 @@ def numpy_epoch(layers: list[Layer], x: np.ndarray, y: np.ndarray, batch_size: i
     return clock() - start
 
 
-def make_torch_epoch(x: np.ndarray, y: np.ndarray, batch_size: int):
+def make_torch_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, threads: int | None):
     """The same network and loop in PyTorch CPU; returns a zero-argument epoch timer, or None
     when torch is not importable."""
     try:
@@ -82,6 +92,8 @@ def make_torch_epoch(x: np.ndarray, y: np.ndarray, batch_size: int):
     except ImportError:
         return None
     nn = torch.nn
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     layers: list = []
     c, h = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
@@ -113,13 +125,19 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=N_IMAGES, help="images per epoch")
     parser.add_argument("--profile", action="store_true", help="also print a per-layer breakdown")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS / PyTorch threads (default: each library's own default, all cores)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"numpynet.conv.WORKERS, threads of its memory-bound passes (default {conv.WORKERS})")
     args = parser.parse_args()
+    if args.workers is not None:
+        conv.WORKERS = args.workers
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.images, *IMAGE_SHAPE), dtype=np.float32)
     y = rng.integers(0, N_CLASSES, args.images)
     layers = build_numpy_cnn(rng)
-    torch_epoch = None if args.no_torch else make_torch_epoch(x, y, args.batch_size)
+    torch_epoch = None if args.no_torch else make_torch_epoch(x, y, args.batch_size, args.threads)
 
     # warm-up: buffer allocation, BLAS thread start-up, torch's kernel selection
     warm = min(len(x), 8 * args.batch_size)
@@ -132,7 +150,10 @@ def main() -> None:
         if torch_epoch is not None:
             theirs.append(torch_epoch())
 
-    print(f"epoch = {args.images} images, batch {args.batch_size}, float32, numpy {np.__version__}")
+    print(f"epoch = {args.images} images, batch {args.batch_size}, float32, numpy {np.__version__}, "
+          f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, conv.WORKERS {conv.WORKERS}, "
+          f"{os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'implementation':<34}{'median s/epoch':>16}{'best s/epoch':>14}")
     print(f"{'numpynet.conv':<34}{statistics.median(ours):>16.2f}{min(ours):>14.2f}")
     if theirs:
