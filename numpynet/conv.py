@@ -12,6 +12,12 @@ conv -> relu -> pool -> conv stack never transposes a feature map. Flatten alway
 
 Arrays are float32 unless a test passes float64 (the gradient check does); a Conv2D computes
 in its parameters' dtype.
+
+Speed: the matmuls run in multithreaded BLAS; the memory-bound passes around them (im2col,
+col2im, pooling) are split over the batch in WORKERS threads, bit-identical to one thread.
+Set WORKERS = 1 (and OPENBLAS_NUM_THREADS=1) on a machine whose cores are already busy:
+threads that wait for a core cost more than they save.  benchmarks/bench_conv.py times it
+against PyTorch.
 """
 
 from __future__ import annotations
@@ -33,13 +39,13 @@ COL2IM_BLOCK_ELEMENTS = 1 << 20  # ~4 MB of float32 dcols per block: stays in ca
 WORKERS = min(4, os.cpu_count() or 1)  # threads for the memory-bound passes (1 = no threads)
 MIN_ELEMENTS_PER_WORKER = 1 << 16      # below this a thread hand-off costs more than it saves
 
-_executor: ThreadPoolExecutor | None = None
+_executor: tuple[ThreadPoolExecutor, int] | None = None  # (pool, its number of threads)
 _executor_lock = threading.Lock()
 
 
 def _forget_executor() -> None:
     global _executor
-    _executor = None  # a forked child has the pool object but not its threads
+    _executor = None  # a forked child inherits the pool object but not its threads
 
 
 os.register_at_fork(after_in_child=_forget_executor)
@@ -59,9 +65,11 @@ def _over_batch(fn: Callable[[slice], None], n: int, elements: int) -> None:
         return
     global _executor
     with _executor_lock:
-        if _executor is None or _executor._max_workers < parts - 1:
-            _executor = ThreadPoolExecutor(WORKERS - 1, thread_name_prefix="numpynet-conv")
-        executor = _executor
+        if _executor is None or _executor[1] < parts - 1:
+            if _executor is not None:
+                _executor[0].shutdown(wait=False)
+            _executor = (ThreadPoolExecutor(parts - 1, thread_name_prefix="numpynet-conv"), parts - 1)
+        executor = _executor[0]
     bounds = [n * i // parts for i in range(parts + 1)]
     futures = [executor.submit(fn, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]
     fn(slice(bounds[0], bounds[1]))
