@@ -186,11 +186,13 @@ def test_fetch_killed_mid_download_then_rerun_resumes(big_archive, tmp_path):
 
 @pytest.fixture(scope="module")
 def diverged(repo, tmp_path_factory):
-    """`python -m stages.train` with learning_rate 1e4; outputs snapshotted around it."""
+    """`python -m stages.train` with a constant learning_rate 1e4; outputs snapshotted around it."""
     params = repo.path / "params.yaml"
     text = params.read_text()
     before = snapshot(repo.path)
     repo.set_param("train", "learning_rate", 1e4)
+    repo.set_param("train", "lr_schedule", "constant")  # so the message shows exactly 1e4
+    repo.set_param("train", "warmup_epochs", 0)
     try:
         proc = repo.stage("train")
     finally:
