@@ -101,13 +101,15 @@ def test_conv_forward_independent_of_memory_layout_and_eval_chunking(monkeypatch
         layer.backward(np.ones_like(expected))
 
 
-@pytest.mark.parametrize("shape, block_elements", [
-    ((2, 3, 5, 6), conv.COL2IM_BLOCK_ELEMENTS),  # C < W: K-major col2im
-    ((3, 6, 4, 3), conv.COL2IM_BLOCK_ELEMENTS),  # C >= W: channels-last col2im, one block
-    ((3, 6, 4, 3), 6 * 9 * 4 * 3 * 2),           # channels-last in blocks of 2 images (2 + 1)
+@pytest.mark.parametrize("shape, block_elements, stack_rows", [
+    ((2, 3, 5, 6), conv.COL2IM_BLOCK_ELEMENTS, 256),  # C < W: K-major col2im; dW in one piece
+    ((2, 3, 5, 6), conv.COL2IM_BLOCK_ELEMENTS, 7),    # dW as 8 stacked 7-row products + 4 rows
+    ((3, 6, 4, 3), conv.COL2IM_BLOCK_ELEMENTS, 256),  # C >= W: channels-last col2im, one block
+    ((3, 6, 4, 3), 6 * 9 * 4 * 3 * 2, 256),           # channels-last in blocks of 2 images (2 + 1)
 ])
-def test_conv_gradients_weights_bias_and_input(shape, block_elements, monkeypatch):
+def test_conv_gradients_weights_bias_and_input(shape, block_elements, stack_rows, monkeypatch):
     monkeypatch.setattr(conv, "COL2IM_BLOCK_ELEMENTS", block_elements)
+    monkeypatch.setattr(conv, "DW_STACK_ROWS", stack_rows)
     x = np.random.default_rng(2).standard_normal(shape)
     check_layer_gradients(float64_conv(shape[1], 4), x)
 
@@ -177,6 +179,7 @@ def test_threaded_passes_give_bit_identical_results(shape, monkeypatch):
         monkeypatch.setattr(conv, "WORKERS", workers)
         monkeypatch.setattr(conv, "MIN_ELEMENTS_PER_WORKER", 1)   # thread even tiny arrays
         monkeypatch.setattr(conv, "COL2IM_BLOCK_ELEMENTS", 8 * 9 * 4 * 4 * 3)  # blocks of 3 images
+        monkeypatch.setattr(conv, "DW_STACK_ROWS", 5)  # 3-channel layer: dW as stacked 5-row products
         layers = [Conv2D(shape[1], 6, np.random.default_rng(17)), MaxPool2D()]
         results.append(run_stack(layers, x))
     (out1, dx1, g1), (out3, dx3, g3) = results
