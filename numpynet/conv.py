@@ -60,7 +60,7 @@ def _over_batch(fn: Callable[[slice], None], n: int, elements: int) -> None:
     NumPy runs copies and ufunc loops on one core but releases the GIL inside them, so the
     im2col / col2im / pooling passes, memory-bound and not covered by the multithreaded BLAS,
     scale with cores this way.  Each part writes a disjoint slice: results are bit-identical
-    for any WORKERS."""
+    for any WORKERS.  fn must not call _over_batch itself (the pool is not re-entrant)."""
     parts = max(1, min(WORKERS, n, elements // MIN_ELEMENTS_PER_WORKER))
     if parts == 1:
         fn(slice(0, n))
