@@ -31,7 +31,6 @@ if __name__ == "__main__" and "--threads" in sys.argv:
 
 import numpy as np  # noqa: E402
 
-from numpynet import conv  # noqa: E402
 from numpynet.conv import Conv2D, Flatten, MaxPool2D  # noqa: E402
 from numpynet.layers import Dense, Layer, ReLU  # noqa: E402
 from numpynet.losses import softmax_cross_entropy  # noqa: E402
@@ -127,11 +126,7 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS / PyTorch threads (default: each library's own default, all cores)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help=f"numpynet.conv.WORKERS, threads of its memory-bound passes (default {conv.WORKERS})")
     args = parser.parse_args()
-    if args.workers is not None:
-        conv.WORKERS = args.workers
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.images, *IMAGE_SHAPE), dtype=np.float32)
@@ -151,8 +146,7 @@ def main() -> None:
             theirs.append(torch_epoch())
 
     print(f"epoch = {args.images} images, batch {args.batch_size}, float32, numpy {np.__version__}, "
-          f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, conv.WORKERS {conv.WORKERS}, "
-          f"{os.cpu_count()} cores, "
+          f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'implementation':<34}{'median s/epoch':>16}{'best s/epoch':>14}")
     print(f"{'numpynet.conv':<34}{statistics.median(ours):>16.2f}{min(ours):>14.2f}")

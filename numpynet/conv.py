@@ -13,19 +13,16 @@ conv -> relu -> pool -> conv stack never transposes a feature map. Flatten alway
 Arrays are float32 unless a test passes float64 (the gradient check does); a Conv2D computes
 in its parameters' dtype.
 
-Speed: the matmuls run in multithreaded BLAS; the memory-bound passes around them (im2col,
-col2im, pooling) are split over the batch in WORKERS threads, bit-identical to one thread.
-Set WORKERS = 1 (and OPENBLAS_NUM_THREADS=1) on a machine whose cores are already busy:
-threads that wait for a core cost more than they save.  benchmarks/bench_conv.py times it
-against PyTorch.
+Speed: the matmuls run in (multithreaded) BLAS; the memory-bound passes around them (im2col,
+col2im, pooling) are single NumPy passes, arranged so their innermost loops run over long
+contiguous runs.  benchmarks/bench_conv.py times a small CNN against PyTorch.  On a machine
+whose cores are already busy, OPENBLAS_NUM_THREADS=1 is much faster: threads that wait for
+a core cost more than they save.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -38,45 +35,6 @@ EVAL_CHUNK = 128   # images per im2col block when not training, so evaluating 10
 COL2IM_BLOCK_ELEMENTS = 1 << 20  # ~4 MB of float32 dcols per block: stays in cache for col2im
 TINY_WEIGHTS = 1024    # 9C x F at most this (the 3-channel input layer): dW as a stack, see
 DW_STACK_ROWS = 256    # _conv_param_grads; 256 rows keep each product single-threaded in BLAS
-WORKERS = min(4, os.cpu_count() or 1)  # threads for the memory-bound passes (1 = no threads)
-MIN_ELEMENTS_PER_WORKER = 1 << 16      # below this a thread hand-off costs more than it saves
-
-_executor: tuple[ThreadPoolExecutor, int] | None = None  # (pool, its number of threads)
-_executor_lock = threading.Lock()
-
-
-def _forget_executor() -> None:
-    global _executor
-    _executor = None  # a forked child inherits the pool object but not its threads
-
-
-os.register_at_fork(after_in_child=_forget_executor)
-
-
-def _over_batch(fn: Callable[[slice], None], n: int, elements: int) -> None:
-    """Run fn(s) for contiguous slices s covering range(n) (the batch axis), in up to WORKERS
-    threads; `elements` (total array size touched) decides whether threads are worth it.
-
-    NumPy runs copies and ufunc loops on one core but releases the GIL inside them, so the
-    im2col / col2im / pooling passes, memory-bound and not covered by the multithreaded BLAS,
-    scale with cores this way.  Each part writes a disjoint slice: results are bit-identical
-    for any WORKERS.  fn must not call _over_batch itself (the pool is not re-entrant)."""
-    parts = max(1, min(WORKERS, n, elements // MIN_ELEMENTS_PER_WORKER))
-    if parts == 1:
-        fn(slice(0, n))
-        return
-    global _executor
-    with _executor_lock:
-        if _executor is None or _executor[1] < parts - 1:
-            if _executor is not None:
-                _executor[0].shutdown(wait=False)
-            _executor = (ThreadPoolExecutor(parts - 1, thread_name_prefix="numpynet-conv"), parts - 1)
-        executor = _executor[0]
-    bounds = [n * i // parts for i in range(parts + 1)]
-    futures = [executor.submit(fn, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]
-    fn(slice(bounds[0], bounds[1]))
-    for future in futures:
-        future.result()
 
 
 def _im2col(x_pad: np.ndarray, cols: np.ndarray) -> None:
@@ -126,15 +84,12 @@ def _conv_param_grads(cols: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.
     # The input layer: a 27 x 32 dW summed over 65,536 pixels. As one GEMM, multithreaded BLAS
     # cuts that long sum into ~170 steps that wait on each other, and on a busy machine each
     # wait can last a scheduler tick (measured: 1.6 s instead of 4 ms). Instead: a stack of
-    # DW_STACK_ROWS-row products, each small enough to run on the calling thread, split over
-    # WORKERS threads and summed in a fixed order (so the result does not depend on WORKERS).
+    # DW_STACK_ROWS-row products, each small enough for BLAS to run on the calling thread
+    # (as fast on one core: the work is memory-bound), then summed.
     r = DW_STACK_ROWS
     p = m // r
-    partial = np.empty((p, k, f), dy.dtype)
     cols_stack, dy_stack = cols[:p * r].reshape(p, r, k), dy[:p * r].reshape(p, r, f)
-    _over_batch(lambda s: np.matmul(cols_stack[s].transpose(0, 2, 1), dy_stack[s], out=partial[s]),
-                p, cols.size)
-    dw_mat = partial.sum(axis=0)
+    dw_mat = np.matmul(cols_stack.transpose(0, 2, 1), dy_stack).sum(axis=0)
     if p * r < m:
         dw_mat += cols[p * r:].T @ dy[p * r:]
     return dw_mat, db
@@ -154,7 +109,7 @@ def _input_grad(dy: np.ndarray, w_mat: np.ndarray, shape: tuple[int, int, int, i
         dx_cnhw = np.empty((c, n, h, w), dy.dtype)
         taps = dcols_t.reshape(KERNEL, KERNEL, c, n, h, w).transpose(3, 4, 5, 0, 1, 2)
         dx = dx_cnhw.transpose(1, 2, 3, 0)
-        _over_batch(lambda s: _col2im(taps[s], dx[s]), n, dcols_t.size)
+        _col2im(taps, dx)
         return dx_cnhw.transpose(1, 0, 2, 3)
     dx = np.empty((n, h, w, c), dy.dtype)
     block = max(1, COL2IM_BLOCK_ELEMENTS // (KERNEL * KERNEL * c * h * w))  # images per block
@@ -163,8 +118,7 @@ def _input_grad(dy: np.ndarray, w_mat: np.ndarray, shape: tuple[int, int, int, i
         rows = slice(i * h * w, min(i + block, n) * h * w)
         m = rows.stop - rows.start
         np.matmul(dy[rows], w_mat.T, out=dcols[:m])                 # dcols = dY W^T
-        taps, dx_block = dcols[:m].reshape(-1, h, w, KERNEL, KERNEL, c), dx[i:i + block]
-        _over_batch(lambda s: _col2im(taps[s], dx_block[s]), len(taps), m * dcols.shape[1])
+        _col2im(dcols[:m].reshape(-1, h, w, KERNEL, KERNEL, c), dx[i:i + block])
     return dx.transpose(0, 3, 1, 2)
 
 
@@ -216,17 +170,11 @@ class Conv2D(Layer):
         """y (n*H*W, F) and the im2col matrix (n*H*W, 9C) it came from, for x (n, C, H, W)."""
         n, c, h, w = x.shape
         x_pad, cols = self._work_buffers(n, h, w, w_mat.dtype)
-        x_nhwc = x.transpose(0, 2, 3, 1)
-
-        def unfold(s: slice) -> None:
-            x_pad[s, 1:-1, 1:-1, :] = x_nhwc[s]
-            _im2col(x_pad[s], cols[s])
-
-        _over_batch(unfold, n, cols.size)
+        x_pad[:, 1:-1, 1:-1, :] = x.transpose(0, 2, 3, 1)
+        _im2col(x_pad, cols)
         cols = cols.reshape(n * h * w, KERNEL * KERNEL * c)
         y = cols @ w_mat          # (N*H*W, F): the whole convolution as one large matmul
-        y_images, b = y.reshape(n, h * w, -1), self.params["b"]
-        _over_batch(lambda s: np.add(y_images[s], b, out=y_images[s]), n, y.size)
+        y += self.params["b"]
         return y, cols
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
@@ -309,29 +257,16 @@ class MaxPool2D(Layer):
             raise ValueError(f"MaxPool2D needs even height and width, got input of shape {x.shape}")
         tl, tr = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]
         bl, br = x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
-        # outputs in the layout of x's quarters (channels-last after a conv)
-        top, bottom = np.empty_like(tl), np.empty_like(tl)
-        left_top, left_bottom, first_row = (np.empty_like(tl, dtype=bool) for _ in range(3))
-
-        def pool(s: slice) -> None:
-            np.maximum(tl[s], tr[s], out=top[s])
-            np.maximum(bl[s], br[s], out=bottom[s])
-            # '>=' keeps the first element on ties, which gives the row-major tie rule
-            np.greater_equal(tl[s], tr[s], out=left_top[s])
-            np.greater_equal(bl[s], br[s], out=left_bottom[s])
-            np.greater_equal(top[s], bottom[s], out=first_row[s])
-            np.maximum(top[s], bottom[s], out=top[s])
-
-        _over_batch(pool, n, x.size)
-        self._left_top, self._left_bottom, self._first_row = left_top, left_bottom, first_row
+        top, bottom = np.maximum(tl, tr), np.maximum(bl, br)  # in the layout of x's quarters
+        # '>=' keeps the first element on ties, which gives the row-major tie rule
+        self._left_top, self._left_bottom = tl >= tr, bl >= br
+        self._first_row = top >= bottom
         self._x_like = x
-        return top
+        return np.maximum(top, bottom, out=top)
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         dx = np.empty_like(self._x_like)  # same memory layout as x
-        g, first_row, left_top, left_bottom = grad_out, self._first_row, self._left_top, self._left_bottom
-        _over_batch(lambda s: _pool_backward(g[s], first_row[s], left_top[s], left_bottom[s], dx[s]),
-                    len(dx), dx.size)
+        _pool_backward(grad_out, self._first_row, self._left_top, self._left_bottom, dx)
         return dx
 
 

@@ -157,40 +157,6 @@ def test_conv_rejects_wrong_channel_count():
         Conv2D(3, 4).forward(np.zeros((1, 2, 4, 4), np.float32))
 
 
-def run_stack(layers, x, g_seed=15):
-    out = x
-    for layer in layers:
-        out = layer.forward(out, training=True)
-    grad = np.random.default_rng(g_seed).standard_normal(out.shape).astype(out.dtype)
-    grads_in = []
-    for layer in reversed(layers):
-        grad = layer.backward(grad)
-        grads_in.append(grad)
-    return out, grads_in, [{k: v.copy() for k, v in layer.grads.items()} for layer in layers]
-
-
-@pytest.mark.parametrize("shape", [(5, 3, 6, 6), (5, 8, 4, 4)])  # K-major and channels-last col2im
-def test_threaded_passes_give_bit_identical_results(shape, monkeypatch):
-    """im2col, bias, col2im and pooling split the batch over threads; any split must give
-    exactly the single-threaded numbers."""
-    x = np.random.default_rng(16).standard_normal(shape).astype(np.float32)
-    results = []
-    for workers in (1, 3):
-        monkeypatch.setattr(conv, "WORKERS", workers)
-        monkeypatch.setattr(conv, "MIN_ELEMENTS_PER_WORKER", 1)   # thread even tiny arrays
-        monkeypatch.setattr(conv, "COL2IM_BLOCK_ELEMENTS", 8 * 9 * 4 * 4 * 3)  # blocks of 3 images
-        monkeypatch.setattr(conv, "DW_STACK_ROWS", 5)  # 3-channel layer: dW as stacked 5-row products
-        layers = [Conv2D(shape[1], 6, np.random.default_rng(17)), MaxPool2D()]
-        results.append(run_stack(layers, x))
-    (out1, dx1, g1), (out3, dx3, g3) = results
-    np.testing.assert_array_equal(out1, out3)
-    for a, b in zip(dx1, dx3):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(g1, g3):
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key])
-
-
 # ---------------------------------------------------------------- MaxPool2D
 
 
