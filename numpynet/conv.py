@@ -81,10 +81,10 @@ def _conv_param_grads(cols: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.
     f = dy.shape[1]
     if k * f > TINY_WEIGHTS:
         return cols.T @ dy, db                # dW = cols^T dY
-    # The input layer: a 27 x 32 dW summed over 65,536 pixels. As one GEMM, multithreaded BLAS
-    # cuts that long sum into ~170 steps that wait on each other, and on a busy machine each
-    # wait can last a scheduler tick (measured: 1.6 s instead of 4 ms). Instead: a stack of
-    # DW_STACK_ROWS-row products, each small enough for BLAS to run on the calling thread
+    # The input layer: a 27 x 32 dW summed over 65,536 pixels. As one GEMM, multithreaded
+    # OpenBLAS (which splits a long sum into many steps its threads synchronise on) took 1.6 s
+    # instead of 4 ms, repeatedly, while other processes kept both cores busy. Instead: a stack
+    # of DW_STACK_ROWS-row products, each small enough for BLAS to run on the calling thread
     # (as fast on one core: the work is memory-bound), then summed.
     r = DW_STACK_ROWS
     p = m // r
