@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from numpynet import augment
-from numpynet.losses import cross_entropy, softmax_cross_entropy
+from numpynet.losses import cross_entropy, soft_targets, softmax_cross_entropy
 from numpynet.model import Network
 from numpynet.optim import SGD
 from numpynet.schedules import learning_rate
@@ -35,6 +35,8 @@ class TrainConfig:
     flip: bool = False           # random horizontal flip
     crop_padding: int = 0        # random crop after zero-padding this many pixels (0 = off)
     restore_best: bool = False   # keep the weights of the best-validation-accuracy epoch
+    label_smoothing: float = 0.0  # targets 1 - eps + eps/K and eps/K instead of one-hot (0 = off)
+    mixup_alpha: float = 0.0     # mixup of each batch with weight ~ Beta(alpha, alpha) (0 = off)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def _run_epoch(network: Network, x_train: np.ndarray, y_train: np.ndarray, x_val
                steps_per_epoch: int, shuffle_rng: np.random.Generator,
                augment_rng: np.random.Generator | None) -> EpochRecord:
     """One pass over the reshuffled training set, then the validation scores."""
-    n = len(x_train)
+    n, n_classes = len(x_train), network.n_outputs
     order = shuffle_rng.permutation(n)
     loss_sum = 0.0
     for start in range(0, n, config.batch_size):
@@ -126,10 +128,15 @@ def _run_epoch(network: Network, x_train: np.ndarray, y_train: np.ndarray, x_val
             xb = augment.random_flip(xb, augment_rng)
         if config.crop_padding:
             xb = augment.random_crop(xb, config.crop_padding, augment_rng)
+        targets = yb
+        if config.label_smoothing or config.mixup_alpha:
+            targets = soft_targets(yb, n_classes, config.label_smoothing, xb.dtype)
+        if config.mixup_alpha:
+            xb, targets = augment.mixup(xb, targets, config.mixup_alpha, augment_rng)
         lr = learning_rate(step, steps_per_epoch, config.learning_rate, config.epochs,
                            config.lr_schedule, config.warmup_epochs, config.lr_step_epochs, config.lr_gamma)
         logits = network.forward(xb, training=True)
-        loss, grad = softmax_cross_entropy(logits, yb)
+        loss, grad = softmax_cross_entropy(logits, targets)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"the training loss became {loss} at epoch {epoch}, step {step + 1} "

@@ -56,6 +56,8 @@ def read_params() -> tuple[dict, TrainConfig]:
         flip=param(p, s, "flip", bool, None, "true or false"),
         crop_padding=param(p, s, "crop_padding", int, lambda v: 0 <= v <= 16, "an integer in [0, 16]"),
         restore_best=param(p, s, "restore_best", bool, None, "true or false"),
+        label_smoothing=float(param(p, s, "label_smoothing", (int, float), lambda v: 0 <= v < 1, "a number in [0, 1)")),
+        mixup_alpha=float(param(p, s, "mixup_alpha", (int, float), lambda v: v >= 0, "a number >= 0")),
     )
     if config.nesterov and config.momentum == 0:
         raise StageError("params.yaml: train.nesterov is true but train.momentum is 0; set a momentum, e.g. 0.9")

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from numpynet.augment import random_crop, random_flip
+from numpynet.augment import mixup, random_crop, random_flip
 
 
 class AlwaysFlip:
@@ -89,3 +89,31 @@ def test_flip_tta_averages_the_two_views():
     assert np.allclose(both, (net.predict_proba(x) + net.predict_proba(flip_horizontal(x))) / 2)
     assert np.array_equal(predict(net, x, flip_tta=False), net.predict_proba(x))
     assert not np.allclose(both, net.predict_proba(x))
+
+
+class FixedMix:
+    """A stand-in generator: mixing weight 0.25, partner of image i is image n-1-i."""
+
+    def beta(self, a, b):
+        return 0.25
+
+    def permutation(self, n):
+        return np.arange(n)[::-1]
+
+
+def test_mixup_blends_images_and_targets_with_the_same_weight():
+    x = coded_images(3)
+    t = np.eye(3, dtype=np.float32)
+    mixed, mixed_t = mixup(x, t, 0.2, FixedMix())
+    assert np.allclose(mixed[0], 0.25 * x[0] + 0.75 * x[2])
+    assert np.allclose(mixed[1], x[1])
+    assert np.allclose(mixed_t, [[0.25, 0, 0.75], [0, 1, 0], [0.75, 0, 0.25]])
+    assert np.array_equal(x, coded_images(3)) and np.array_equal(t, np.eye(3)), "inputs were modified"
+    assert mixed.dtype == np.float32 and mixed_t.dtype == np.float32
+
+
+def test_mixup_targets_stay_distributions():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 3072)).astype(np.float32), rng.integers(0, 3, 64)
+    _, t = mixup(x, np.eye(3, dtype=np.float32)[y], 0.4, rng)
+    assert np.allclose(t.sum(axis=1), 1.0) and t.min() >= 0

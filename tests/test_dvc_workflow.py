@@ -43,7 +43,7 @@ STAGES = ["fetch", "filter_normalize", "train", "evaluate"]  # pipeline order
 PINNED = {"filter_normalize": {"normalize": "scale"},
           "train": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
                     "lr_schedule": "constant", "warmup_epochs": 0, "dropout": 0.0, "flip": False,
-                    "crop_padding": 0, "restore_best": False}}
+                    "crop_padding": 0, "restore_best": False, "label_smoothing": 0.0, "mixup_alpha": 0.0}}
 NEW_LR = 0.05
 SWEEP = {"lr-0.05": NEW_LR, "lr-0.1": 0.1}  # experiment name -> train.learning_rate
 NOOP_REPRO_LIMIT = 3.0  # seconds, the bar for a `dvc repro` with nothing to do

@@ -136,6 +136,8 @@ FAULTS: dict[tuple[str, str], Faults] = {
     ("train", "flip"): Faults(1, no_range="a boolean"),
     ("train", "crop_padding"): Faults(2.0, (Bad(-1, id="negative"), Bad(17, id="too-large"))),
     ("train", "restore_best"): Faults("false", no_range="a boolean"),
+    ("train", "label_smoothing"): Faults("0.1", (Bad(1.0, id="one"), Bad(-0.1, id="negative"))),
+    ("train", "mixup_alpha"): Faults([0.2], (Bad(-0.2, id="negative"),)),
     # evaluate
     ("evaluate", "flip_tta"): Faults("yes", no_range="a boolean"),
 }
