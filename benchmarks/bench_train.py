@@ -1,20 +1,26 @@
 """Speed and memory of the pipeline on the real data: prints a table and writes a JSON.
 
     CIFAR10_ARCHIVE=../shared/cifar10/cifar-10-python.tar.gz make bench
-    # or: .venv/bin/python -m benchmarks.bench_train [--epochs 50] [--repeats 1] [--out FILE]
+    # or: .venv/bin/python -m benchmarks.bench_train [--epochs 50] [--repeats 3] [--no-torch] [--out FILE]
 
-1. Trains the reference config (3072-128-64-3 MLP, plain SGD lr 0.01, batch 64)
-   on the prepared real training split: seconds per epoch, images per second and
-   the GFLOP/s achieved, counting the matrix-multiply FLOPs of the forward pass
-   (2*N*in*out per dense layer), of the weight gradients (the same again) and of
-   the input gradients of every layer but the first (which needs none).
-2. The machine's float32 matmul peak, measured in the same run (best of several
-   4096x4096 products), and the ratio of (1) to it.
-3. The same MLP, batch, epochs and learning rate in PyTorch on the CPU when
-   `torch` is importable (not a dependency: `pip install torch==2.13.0` into the
-   venv to include it), same data and same run, and the time ratio ours / PyTorch.
-4. Peak resident memory of each stage (run as its own process in a scratch copy
-   of the repository) and the wall time of a no-op `dvc repro` there.
+1. Training the reference config (3072-128-64-3 MLP, plain SGD lr 0.01, batch 64) on the
+   prepared real training split: seconds per epoch, images per second and the GFLOP/s
+   achieved, counting the matrix-multiply FLOPs of the forward pass (2*N*in*out per dense
+   layer), of the weight gradients (the same again) and of the input gradients of every layer
+   but the first (which needs none). Also the default params.yaml config (its options on).
+2. The machine's float32 matmul peak (best of five 4096x4096 products), measured in each
+   numpynet training process right before it trains, and the ratio of (1) to it.
+3. The same MLP, batch, epochs and learning rate in PyTorch on the CPU when `torch` is
+   importable (not a dependency: `pip install torch==2.13.0` into the venv to include it),
+   and the time ratio ours / PyTorch.
+4. Peak resident memory of each stage (run as its own process in a scratch copy of the
+   repository) and the wall time of a no-op `dvc repro` there.
+5. Where the time goes: one profiled numpynet run (per layer, loss, update; the rest is the
+   loop: batch gather, schedule, Python).
+
+Every training run is a fresh process (benchmarks/mlp_timing.py). This machine's speed
+drifts by 2x from minute to minute (shared host), so numpynet and PyTorch runs alternate,
+`--repeats` times, and the table gives medians and the median of the per-pair ratios.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,11 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numpynet.model import build_mlp
-from numpynet.training import TrainConfig, fit, rng_streams
-
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = {"hidden_sizes": [128, 64], "learning_rate": 0.01, "batch_size": 64, "epochs": 50}
 STAGES = ("fetch", "filter_normalize", "train", "evaluate")
 
 
@@ -47,53 +50,19 @@ def mlp_flops_per_epoch(n: int, sizes: list[int]) -> float:
     return float(n) * per_sample
 
 
-def matmul_peak(size: int = 4096, repeats: int = 5) -> float:
-    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * size ** 3 / best / 1e9
+def timing_run(args: list[str], cwd: Path, env: dict) -> dict:
+    """Run benchmarks.mlp_timing in a fresh process; its JSON result."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.mlp_timing", *args], cwd=cwd, env=env,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"benchmarks.mlp_timing {' '.join(args)} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def train_numpy(x: np.ndarray, y: np.ndarray, epochs: int) -> float:
-    rngs = rng_streams(0)
-    net = build_mlp(x.shape[1], REFERENCE["hidden_sizes"], int(y.max()) + 1, rngs["init"])
-    cfg = TrainConfig(learning_rate=REFERENCE["learning_rate"], batch_size=REFERENCE["batch_size"], epochs=epochs)
-    return _timed(lambda: fit(net, x, y, None, None, cfg, rngs["shuffle"]))
-
-
-def train_torch(x: np.ndarray, y: np.ndarray, epochs: int) -> float | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.manual_seed(0)
-    sizes = [x.shape[1], *REFERENCE["hidden_sizes"], int(y.max()) + 1]
-    layers: list = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers[:-1])
-    opt = torch.optim.SGD(model.parameters(), lr=REFERENCE["learning_rate"])
-    loss_fn = torch.nn.CrossEntropyLoss()
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-    gen = torch.Generator().manual_seed(0)
-    bs = REFERENCE["batch_size"]
-
-    def run() -> None:
-        for _ in range(epochs):
-            order = torch.randperm(len(xt), generator=gen)
-            for i in range(0, len(xt), bs):
-                idx = order[i:i + bs]
-                opt.zero_grad(set_to_none=True)
-                loss_fn(model(xt[idx]), yt[idx]).backward()
-                opt.step()
-    return _timed(run)
+def torch_available(env: dict) -> str | None:
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"], env=env,
+                         capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def scratch_copy(dest: Path) -> None:
@@ -122,55 +91,100 @@ def run_measured(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=REFERENCE["epochs"])
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per implementation, alternating")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/bench_train.json")
     args = parser.parse_args()
     if not os.environ.get("CIFAR10_ARCHIVE") and not (ROOT / "data/raw").exists():
         print("note: CIFAR10_ARCHIVE is not set; fetch will download CIFAR-10", file=sys.stderr)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__}}
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(ROOT)}
+    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+                                 "load_average_at_start": os.getloadavg()[0]}}
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         scratch_copy(work)
+        print("stages (each its own process; wall time, peak resident memory):")
         stages = {}
         for stage in STAGES:
             seconds, rss = run_measured([sys.executable, "-m", f"stages.{stage}"], work, env)
             stages[stage] = {"seconds": round(seconds, 2), "peak_rss_mib": round(rss, 1)}
-            print(f"  stage {stage:<17} {seconds:7.2f} s  {rss:7.1f} MiB", flush=True)
+            print(f"  {stage:<18} {seconds:7.2f} s  {rss:7.1f} MiB", flush=True)
         subprocess.run([shutil.which("dvc", path=env["PATH"]) or "dvc", "commit", "-f", "-q"], cwd=work, env=env, check=True)
         noop = min(run_measured(["dvc", "repro"], work, env)[0] for _ in range(3))
+        print(f"  no-op dvc repro    {noop:7.2f} s (best of 3)", flush=True)
         results["stages"] = stages
         results["noop_dvc_repro_seconds"] = round(noop, 2)
-        x = np.load(work / "data/prepared/train_images.npy")
-        y = np.load(work / "data/prepared/train_labels.npy")
 
-    sizes = [x.shape[1], *REFERENCE["hidden_sizes"], int(y.max()) + 1]
-    flops = mlp_flops_per_epoch(len(x), sizes) * args.epochs
-    peak = matmul_peak()
-    ours = train_numpy(x, y, args.epochs)
-    torch_s = train_torch(x, y, args.epochs)
-    results["train"] = {
-        "config": {**REFERENCE, "epochs": args.epochs, "images": len(x)},
-        "seconds": round(ours, 2), "seconds_per_epoch": round(ours / args.epochs, 4),
-        "images_per_second": round(len(x) * args.epochs / ours), "gflop_per_second": round(flops / ours / 1e9, 1),
-        "matmul_peak_gflop_per_second": round(peak, 1), "fraction_of_peak": round(flops / ours / 1e9 / peak, 3),
-        "torch_seconds": None if torch_s is None else round(torch_s, 2),
-        "ratio_ours_to_torch": None if torch_s is None else round(ours / torch_s, 3),
-    }
-    t = results["train"]
-    print(f"\ntraining {sizes} batch {REFERENCE['batch_size']}, {args.epochs} epochs on {len(x)} images")
-    print(f"  {'numpynet':<26} {ours:7.2f} s   {t['seconds_per_epoch']:.3f} s/epoch   "
-          f"{t['images_per_second']:>8} img/s   {t['gflop_per_second']:6.1f} GFLOP/s")
-    print(f"  {'float32 matmul peak':<26} {peak:7.1f} GFLOP/s   -> training at {100 * t['fraction_of_peak']:.0f}% of peak")
-    if torch_s is None:
-        print("  PyTorch: not importable, skipped (pip install torch==2.13.0 to compare)")
-    else:
-        print(f"  {'PyTorch ' + __import__('torch').__version__:<26} {torch_s:7.2f} s   ratio ours/PyTorch {ours / torch_s:.2f}")
-    print(f"  no-op dvc repro: {noop:.2f} s")
+        data = ["--data", str(work / "data/prepared"), "--epochs", str(args.epochs)]
+        torch_version = None if args.no_torch else torch_available(env)
+        runs: dict[str, list[dict]] = {"reference": [], "torch": [], "default": []}
+        print(f"\ntraining, {args.repeats} alternating runs of each (fresh processes) ...", flush=True)
+        for _ in range(args.repeats):
+            runs["reference"].append(timing_run(["numpy", *data], work, env))
+            if torch_version:
+                runs["torch"].append(timing_run(["torch", *data], work, env))
+            runs["default"].append(timing_run(["numpy", "--config", "default", *data], work, env))
+        profile = timing_run(["numpy", *data[:2], "--epochs", "5", "--profile"], work, env)
+
+    results["train"] = {name: summarize(r) for name, r in runs.items() if r}
+    if runs["torch"]:
+        ratios = [a["seconds"] / b["seconds"] for a, b in zip(runs["reference"], runs["torch"])]
+        results["train"]["ratio_ours_to_torch"] = {"median": round(statistics.median(ratios), 3),
+                                                   "runs": [round(r, 3) for r in ratios]}
+    results["profile"] = profile
+    print_table(results, torch_version, profile)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {args.out}")
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Medians over the runs of one implementation/config, with GFLOP/s and the fraction of peak."""
+    first = runs[0]
+    out = {k: first[k] for k in ("framework", "config", "batch_size", "epochs", "images") if k in first}
+    seconds = [r["seconds"] for r in runs]
+    out["seconds"] = {"median": round(statistics.median(seconds), 2), "runs": [round(s, 2) for s in seconds]}
+    out["seconds_per_epoch"] = round(statistics.median(seconds) / first["epochs"], 4)
+    out["images_per_second"] = round(first["images"] * first["epochs"] / statistics.median(seconds))
+    if "hidden_sizes" in first:
+        sizes = [3072, *first["hidden_sizes"], 3]
+        flops = mlp_flops_per_epoch(first["images"], sizes) * first["epochs"]
+        gflops = [flops / r["seconds"] / 1e9 for r in runs]
+        fractions = [g / r["matmul_peak_gflops"] for g, r in zip(gflops, runs)]
+        out.update(layers=sizes, gflop_per_second=round(statistics.median(gflops), 1),
+                   matmul_peak_gflop_per_second=round(statistics.median(r["matmul_peak_gflops"] for r in runs), 1),
+                   fraction_of_peak={"median": round(statistics.median(fractions), 3),
+                                     "runs": [round(f, 3) for f in fractions]})
+    return out
+
+
+def print_table(results: dict, torch_version: str | None, profile: dict) -> None:
+    t = results["train"]
+    ref = t["reference"]
+    print(f"\ntraining {ref['layers']} batch {ref['batch_size']}, {ref['epochs']} epochs on {ref['images']} images "
+          f"(medians; runs in brackets)")
+    for key, label in (("reference", "numpynet, reference config"), ("default", "numpynet, default params.yaml")):
+        r = t[key]
+        print(f"  {label:<32} {r['seconds']['median']:7.2f} s {r['seconds']['runs']}  {r['seconds_per_epoch']:.3f} s/epoch  "
+              f"{r['images_per_second']:>7} img/s  {r['gflop_per_second']:6.1f} GFLOP/s = "
+              f"{100 * r['fraction_of_peak']['median']:.0f}% of peak")
+    print(f"  {'float32 matmul peak':<32} {ref['matmul_peak_gflop_per_second']:7.1f} GFLOP/s (4096^2, in each numpynet run)")
+    if torch_version is None:
+        print("  PyTorch: not importable (or --no-torch), skipped; pip install torch==2.13.0 into the venv to compare")
+    else:
+        r = t["torch"]
+        print(f"  {'PyTorch ' + torch_version + ', reference':<32} {r['seconds']['median']:7.2f} s {r['seconds']['runs']}  "
+              f"ratio ours / PyTorch {t['ratio_ours_to_torch']['median']:.2f} (median of {t['ratio_ours_to_torch']['runs']})")
+    total = profile["seconds"]
+    print(f"\nwhere the time goes: reference config, {profile['epochs']} epochs with timers ({total:.2f} s)")
+    timed = 0.0
+    for key, seconds in profile["profile_seconds"].items():
+        timed += seconds
+        print(f"  {key:<30} {seconds:7.3f} s {100 * seconds / total:5.1f}%")
+    print(f"  {'the loop: batch gather, Python':<30} {total - timed:7.3f} s {100 * (total - timed) / total:5.1f}%")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,154 @@
+"""One timed MLP training run, in a process of its own; prints one JSON line.
+
+    python -m benchmarks.mlp_timing numpy --data data/prepared [--config reference|default] [--epochs 50]
+    python -m benchmarks.mlp_timing torch --data data/prepared [--epochs 50]
+    python -m benchmarks.mlp_timing numpy --data data/prepared --profile [--epochs 3]
+
+`bench_train` runs this for numpynet and for PyTorch alternately, each in a fresh
+process, so neither library's threads (OpenBLAS's, PyTorch's OpenMP pool) are alive
+while the other one runs. The numpy run also measures the machine's float32 matmul
+peak right before training, in the same process and with the same BLAS settings.
+
+Configs (both on the prepared training split, no validation pass, so only training is timed):
+  reference  3072-128-64-3, plain SGD lr 0.01, batch 64: the reference project's config
+  default    the `train` section of params.yaml (its options included; numpy only)
+"""
+
+from __future__ import annotations
+
+import stages  # noqa: F401  first: pins OpenBLAS's kernels exactly as the stages run them
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = {"hidden_sizes": [128, 64], "learning_rate": 0.01, "batch_size": 64, "dropout": 0.0}
+
+
+def matmul_peak(size: int = 4096, repeats: int = 5) -> float:
+    """GFLOP/s of the best of `repeats` float32 (size x size) @ (size x size) products."""
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * size ** 3 / best / 1e9
+
+
+def numpy_setup(config: str, epochs: int):
+    """(TrainConfig, hidden sizes, dropout, seed) of the named config."""
+    from numpynet.training import TrainConfig
+
+    if config == "reference":
+        return (TrainConfig(learning_rate=REFERENCE["learning_rate"], batch_size=REFERENCE["batch_size"], epochs=epochs),
+                REFERENCE["hidden_sizes"], REFERENCE["dropout"], 0)
+
+    from stages.train import read_params
+
+    arch, cfg = read_params()  # reads params.yaml in the working directory, validated as the stage does
+    fields = {**cfg.__dict__, "epochs": epochs, "restore_best": False}  # restore_best needs a validation split
+    return TrainConfig(**fields), arch["hidden_sizes"], arch["dropout"], arch["seed"]
+
+
+def run_numpy(x: np.ndarray, y: np.ndarray, config: str, epochs: int, profile: bool) -> dict:
+    from numpynet.model import build_mlp
+    from numpynet.training import fit, rng_streams
+
+    cfg, hidden, dropout, seed = numpy_setup(config, epochs)
+    rngs = rng_streams(seed)
+    net = build_mlp(x.shape[1], hidden, int(y.max()) + 1, rngs["init"], dropout, rngs["dropout"])
+    peak = matmul_peak()
+    timers = instrument(net) if profile else None
+    t = time.perf_counter()
+    fit(net, x, y, None, None, cfg, rngs["shuffle"], rngs["augment"])
+    seconds = time.perf_counter() - t
+    out = {"framework": "numpy", "numpy": np.__version__, "config": config, "hidden_sizes": hidden,
+           "batch_size": cfg.batch_size, "epochs": epochs, "images": len(x), "seconds": seconds,
+           "matmul_peak_gflops": peak}
+    if timers is not None:
+        out["profile_seconds"] = dict(sorted(timers.items(), key=lambda kv: -kv[1]))
+    return out
+
+
+def instrument(net) -> dict[str, float]:
+    """Wrap every layer's forward/backward, the loss, the augmentations and the optimizer step in
+    timers; returns the dict they add seconds to. What is left of the total is the loop itself:
+    the batch gather (x[idx]), the schedule and Python."""
+    from numpynet import augment, optim, training
+
+    timers: dict[str, float] = {}
+
+    def timed(key: str, fn):
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                timers[key] = timers.get(key, 0.0) + time.perf_counter() - t
+        return wrapper
+
+    for i, layer in enumerate(net.layers):
+        layer.forward = timed(f"layer {i} {layer.kind} forward", layer.forward)
+        layer.backward = timed(f"layer {i} {layer.kind} backward", layer.backward)
+    training.softmax_cross_entropy = timed("loss + its gradient", training.softmax_cross_entropy)
+    for module, name in ((training, "soft_targets"), (augment, "random_flip"), (augment, "random_crop"),
+                         (augment, "mixup")):
+        if hasattr(module, name):  # (older versions of the core, for before/after comparisons)
+            setattr(module, name, timed(name, getattr(module, name)))
+    optim.SGD.step = timed("SGD update", optim.SGD.step)
+    return timers
+
+
+def run_torch(x: np.ndarray, y: np.ndarray, epochs: int) -> dict:
+    """The reference config in PyTorch on the CPU: same sizes, init scheme aside, same loop."""
+    import torch
+
+    torch.manual_seed(0)
+    sizes = [x.shape[1], *REFERENCE["hidden_sizes"], int(y.max()) + 1]
+    layers: list = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])
+    opt = torch.optim.SGD(model.parameters(), lr=REFERENCE["learning_rate"])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    gen = torch.Generator().manual_seed(0)
+    bs = REFERENCE["batch_size"]
+    t = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(xt), generator=gen)
+        for i in range(0, len(xt), bs):
+            idx = order[i:i + bs]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    return {"framework": "torch", "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "config": "reference", "batch_size": bs, "epochs": epochs, "images": len(x),
+            "seconds": time.perf_counter() - t}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("framework", choices=("numpy", "torch"))
+    parser.add_argument("--data", type=Path, default=ROOT / "data/prepared")
+    parser.add_argument("--config", choices=("reference", "default"), default="reference")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--profile", action="store_true", help="numpy: per-layer / per-step timers")
+    args = parser.parse_args()
+    x, y = np.load(args.data / "train_images.npy"), np.load(args.data / "train_labels.npy")
+    if args.framework == "torch":
+        result = run_torch(x, y, args.epochs)
+    else:
+        result = run_numpy(x, y, args.config, args.epochs, args.profile)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
