@@ -2,12 +2,15 @@
 
     python -m benchmarks.mlp_timing numpy --data data/prepared [--config reference|default] [--epochs 50]
     python -m benchmarks.mlp_timing torch --data data/prepared [--epochs 50]
-    python -m benchmarks.mlp_timing numpy --data data/prepared --profile [--epochs 3]
+    python -m benchmarks.mlp_timing numpy --data data/prepared --profile [--epochs 5]
 
 `bench_train` runs this for numpynet and for PyTorch alternately, each in a fresh
 process, so neither library's threads (OpenBLAS's, PyTorch's OpenMP pool) are alive
 while the other one runs. The numpy run also measures the machine's float32 matmul
-peak right before training, in the same process and with the same BLAS settings.
+peak right before training, in the same process and with the same BLAS settings: those of
+the stages, which pin OpenBLAS's AVX2 kernels (stages/__init__.py), so on an AVX-512 CPU
+the peak is that of the AVX2 kernels (here the two measured the same); the kernels are
+recorded in the result. PyTorch uses its own BLAS (MKL / oneDNN), unpinned.
 
 Configs (both on the prepared training split, no validation pass, so only training is timed):
   reference  3072-128-64-3, plain SGD lr 0.01, batch 64: the reference project's config
@@ -19,6 +22,7 @@ from __future__ import annotations
 import stages  # noqa: F401  first: pins OpenBLAS's kernels exactly as the stages run them
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -53,8 +57,11 @@ def numpy_setup(config: str, epochs: int):
     from stages.train import read_params
 
     arch, cfg = read_params()  # reads params.yaml in the working directory, validated as the stage does
-    fields = {**cfg.__dict__, "epochs": epochs, "restore_best": False}  # restore_best needs a validation split
-    return TrainConfig(**fields), arch["hidden_sizes"], arch["dropout"], arch["seed"]
+    if arch["model"] != "mlp":
+        raise SystemExit(f"mlp_timing: params.yaml says train.model: {arch['model']}; this benchmark times MLPs "
+                         "(benchmarks/bench_conv.py times the CNN)")
+    cfg = dataclasses.replace(cfg, epochs=epochs, restore_best=False)  # restore_best needs a validation split
+    return cfg, arch["hidden_sizes"], arch["dropout"], arch["seed"]
 
 
 def run_numpy(x: np.ndarray, y: np.ndarray, config: str, epochs: int, profile: bool) -> dict:
@@ -67,14 +74,24 @@ def run_numpy(x: np.ndarray, y: np.ndarray, config: str, epochs: int, profile: b
     peak = matmul_peak()
     timers = instrument(net) if profile else None
     t = time.perf_counter()
-    fit(net, x, y, None, None, cfg, rngs["shuffle"], rngs["augment"])
+    fit(net, x, y, None, None, cfg, rngs["shuffle"], rngs["augment"], mixup_rng=rngs.get("mixup"))
     seconds = time.perf_counter() - t
-    out = {"framework": "numpy", "numpy": np.__version__, "config": config, "hidden_sizes": hidden,
-           "batch_size": cfg.batch_size, "epochs": epochs, "images": len(x), "seconds": seconds,
-           "matmul_peak_gflops": peak}
+    out = {"framework": "numpy", "numpy": np.__version__, "blas": blas_info(), "config": config,
+           "layers": [x.shape[1], *hidden, int(y.max()) + 1], "batch_size": cfg.batch_size,
+           "epochs": epochs, "images": len(x), "seconds": seconds, "matmul_peak_gflops": peak}
     if timers is not None:
         out["profile_seconds"] = dict(sorted(timers.items(), key=lambda kv: -kv[1]))
     return out
+
+
+def blas_info() -> dict:
+    """OpenBLAS's kernels and threads as threadpoolctl reports them (when it is installed)."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return {}
+    return next(({k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+                 for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"), {})
 
 
 def instrument(net) -> dict[str, float]:

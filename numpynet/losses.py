@@ -48,10 +48,14 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[floa
     """Loss and its gradient with respect to the logits, in one pass.
 
     logits (N, K); targets either integer labels (N,) or target distributions (N, K)
-    (rows summing to 1: label smoothing, mixup) -> (mean loss, dL/dlogits (N, K)).
-    The loss is -sum_k t_k log softmax(z)_k per row; for softmax followed by
-    cross-entropy the chain rule collapses to dL/dz = (softmax(z) - t) / N.
+    (label smoothing, mixup; each row must sum to 1, which the shortcut below relies on)
+    -> (mean loss, dL/dlogits (N, K)).
+    The loss is -sum_k t_k log softmax(z)_k = log sum_k exp(z_k) - sum_k t_k z_k per row;
+    for softmax followed by cross-entropy the chain rule collapses to dL/dz = (softmax(z) - t) / N.
     """
+    if targets.shape not in (logits.shape[:1], logits.shape):
+        raise ValueError(f"targets of shape {targets.shape} must be labels {logits.shape[:1]} or "
+                         f"distributions {logits.shape} for logits of shape {logits.shape}")
     n = len(targets)
     z = logits - logits.max(axis=1, keepdims=True)
     exp_z = np.exp(z)

@@ -42,7 +42,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EpochRecord:
     epoch: int                   # 1-based
-    train_loss: float            # mean over the epoch's mini-batches
+    train_loss: float            # mean over the epoch's mini-batches, against the training targets
+                                 # (smoothed or mixed ones when those options are on)
     val_loss: float | None
     val_accuracy: float | None
     learning_rate: float         # at the epoch's last step
@@ -60,8 +61,8 @@ class TrainResult:
 
 
 def rng_streams(seed: int) -> dict[str, np.random.Generator]:
-    """Independent generators for init, shuffle, dropout and augmentation, all from `seed`."""
-    names = ("init", "shuffle", "dropout", "augment")
+    """Independent generators for init, shuffle, dropout, augmentation and mixup, all from `seed`."""
+    names = ("init", "shuffle", "dropout", "augment", "mixup")  # append only: earlier streams stay as they were
     return dict(zip(names, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(names)))))
 
 
@@ -78,7 +79,8 @@ def evaluate_loss_accuracy(network: Network, x: np.ndarray, y: np.ndarray, batch
 def fit(network: Network, x_train: np.ndarray, y_train: np.ndarray,
         x_val: np.ndarray | None, y_val: np.ndarray | None, config: TrainConfig,
         shuffle_rng: np.random.Generator, augment_rng: np.random.Generator | None = None,
-        on_epoch: Callable[[EpochRecord], None] | None = None) -> TrainResult:
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+        mixup_rng: np.random.Generator | None = None) -> TrainResult:
     """Train `network` in place with mini-batch SGD.
 
     x_train (N, D) float32, y_train (N,) int; x_val/y_val likewise or None.
@@ -97,7 +99,7 @@ def fit(network: Network, x_train: np.ndarray, y_train: np.ndarray,
     with np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(1, config.epochs + 1):
             record = _run_epoch(network, x_train, y_train, x_val, y_val, config, optimizer, epoch,
-                                step, steps_per_epoch, shuffle_rng, augment_rng)
+                                step, steps_per_epoch, shuffle_rng, augment_rng, mixup_rng)
             step += steps_per_epoch
             history.append(record)
             if has_val and config.restore_best and record.val_accuracy > best_acc:
@@ -116,7 +118,7 @@ def fit(network: Network, x_train: np.ndarray, y_train: np.ndarray,
 def _run_epoch(network: Network, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
                y_val: np.ndarray | None, config: TrainConfig, optimizer: SGD, epoch: int, step: int,
                steps_per_epoch: int, shuffle_rng: np.random.Generator,
-               augment_rng: np.random.Generator | None) -> EpochRecord:
+               augment_rng: np.random.Generator | None, mixup_rng: np.random.Generator | None) -> EpochRecord:
     """One pass over the reshuffled training set, then the validation scores."""
     n, n_classes = len(x_train), network.n_outputs
     order = shuffle_rng.permutation(n)
@@ -132,7 +134,7 @@ def _run_epoch(network: Network, x_train: np.ndarray, y_train: np.ndarray, x_val
         if config.label_smoothing or config.mixup_alpha:
             targets = soft_targets(yb, n_classes, config.label_smoothing, xb.dtype)
         if config.mixup_alpha:
-            xb, targets = augment.mixup(xb, targets, config.mixup_alpha, augment_rng)
+            xb, targets = augment.mixup(xb, targets, config.mixup_alpha, mixup_rng)
         lr = learning_rate(step, steps_per_epoch, config.learning_rate, config.epochs,
                            config.lr_schedule, config.warmup_epochs, config.lr_step_epochs, config.lr_gamma)
         logits = network.forward(xb, training=True)

@@ -84,11 +84,11 @@ def main() -> None:
             save_npy(tmp / f"{split}_labels.npy", labels.astype(np.int64))
         write_json(tmp / "dataset.json", {
             "class_names": params["classes"],
-            "counts": {s: {"total": int(len(l)), **{c: int(np.sum(l == i)) for i, c in enumerate(params["classes"])}}
-                       for s, (_, l) in splits.items()},
+            "counts": {s: {"total": int(len(y)), **{c: int(np.sum(y == i)) for i, c in enumerate(params["classes"])}}
+                       for s, (_, y) in splits.items()},
             "normalization": {"method": params["normalize"], **stats},
         })
-    counts = ", ".join(f"{s} {len(l)}" for s, (_, l) in splits.items())
+    counts = ", ".join(f"{s} {len(y)}" for s, (_, y) in splits.items())
     print(f"filter_normalize: {', '.join(params['classes'])} -> {counts} ({params['normalize']})")
 
 

@@ -10,6 +10,7 @@ plots/training.csv (one row per epoch) and plots/loss_curve.png.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def read_params() -> tuple[dict, TrainConfig]:
         crop_padding=param(p, s, "crop_padding", int, lambda v: 0 <= v <= 16, "an integer in [0, 16]"),
         restore_best=param(p, s, "restore_best", bool, None, "true or false"),
         label_smoothing=float(param(p, s, "label_smoothing", (int, float), lambda v: 0 <= v < 1, "a number in [0, 1)")),
-        mixup_alpha=float(param(p, s, "mixup_alpha", (int, float), lambda v: v >= 0, "a number >= 0")),
+        mixup_alpha=float(param(p, s, "mixup_alpha", (int, float), lambda v: 0 <= v < math.inf,
+                                "a finite number >= 0, e.g. 0.2")),
     )
     if config.nesterov and config.momentum == 0:
         raise StageError("params.yaml: train.nesterov is true but train.momentum is 0; set a momentum, e.g. 0.9")
@@ -95,7 +97,8 @@ def build_and_fit(arch: dict, config: TrainConfig, class_names: list[str], x_tra
                             arch["dropout"], rngs["dropout"])
     on_epoch, done = progress(config.epochs)
     try:
-        return network, fit(network, x_train, y_train, x_val, y_val, config, rngs["shuffle"], rngs["augment"], on_epoch)
+        return network, fit(network, x_train, y_train, x_val, y_val, config, rngs["shuffle"], rngs["augment"],
+                            on_epoch, rngs["mixup"])
     finally:
         done()
 

@@ -16,8 +16,8 @@ from tests.pipeline_repo import ROOT
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 # The modules a stage imports at top level, and those it imports only on some paths
-# (the CNN's layers only for model: cnn, tqdm only on a terminal), found by importing the
-# stage in a fresh interpreter and listing the repository files that got loaded.
+# (the CNN's layers, only for model: cnn), found by importing the stage in a fresh
+# interpreter and listing the repository files that got loaded.
 PROBE = """
 import importlib, json, sys
 importlib.import_module(sys.argv[1])

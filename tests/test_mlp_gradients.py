@@ -151,3 +151,8 @@ def test_soft_target_gradient_equals_finite_differences(smoothing):
     loss, grad = softmax_cross_entropy(logits.copy(), targets)
     assert loss == pytest.approx(cross_entropy(logits, targets), rel=1e-12)
     assert relative_error(grad, numerical_gradient(lambda: cross_entropy(logits, targets), logits)) < TOL
+
+
+def test_targets_of_the_wrong_shape_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"targets of shape \(4, 1\)"):
+        softmax_cross_entropy(np.zeros((4, 3)), np.zeros((4, 1)))

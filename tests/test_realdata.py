@@ -9,13 +9,15 @@ Skipped, with the reason, when the mirror ../shared/cifar10/cifar-10-python.tar.
 repo) is absent.
 
 The pipeline is deterministic: seeds in params.yaml, float32 NumPy, outputs written without
-timestamps. Reruns on this machine with the same environment gave byte-identical results
-(metrics, model, plots, data), so they are compared exactly. But float32 matrix products sum in
-an order that depends on the BLAS build, the CPU's instruction set and the number of BLAS
-threads (OpenBLAS uses one per core unless OPENBLAS_NUM_THREADS / OMP_NUM_THREADS say
-otherwise). Measured here: 4 epochs of the default config with 1 thread and with 2 threads end at
-validation accuracy 0.7680 and 0.7653. So the committed results are reproducible on a machine
-with the same BLAS, CPU and thread count; a mismatch message says so, with this run's settings.
+timestamps. Reruns on one machine with the same environment give byte-identical results
+(metrics, model, plots, data), so they are compared exactly. Float32 matrix products sum in an
+order that depends on the BLAS kernels and on the number of BLAS threads. The stages pin
+OpenBLAS's AVX2 kernels on x86-64 CPUs that have AVX2 (stages/__init__.py), so AVX-512 and AVX2
+machines agree (checked: an AVX-512 machine reproduces the model made on an AVX2 one only with
+the pin); the thread count (OpenBLAS uses one per core unless OPENBLAS_NUM_THREADS says
+otherwise) still matters: 4 epochs of the default config with 1 and with 2 threads end at
+validation accuracy 0.7680 and 0.7653. So the committed results (2 threads) reproduce on a
+2-core machine; a mismatch message says so, with this run's settings.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ METRICS = ("metrics/metrics.json", "metrics/train.json")
 BLAS_THREADS = {k: os.environ.get(k, "unset") for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
 ACROSS_MACHINES = ("The pipeline gives byte-identical results on one machine with the same BLAS thread "
                    "count. If the committed results were made on another machine or with another "
-                   "thread count, float32 sums may differ (BLAS build, CPU instruction set, number of "
-                   f"BLAS threads; this run: {os.cpu_count()} CPUs, {BLAS_THREADS}); then rerun "
+                   "thread count, float32 sums may differ (BLAS build, number of BLAS threads, BLAS "
+                   "kernels where the AVX2 pin of stages/__init__.py does not apply; this run: "
+                   f"{os.cpu_count()} CPUs, {BLAS_THREADS}, OPENBLAS_CORETYPE "
+                   f"{os.environ.get('OPENBLAS_CORETYPE', 'unset (the stages set it)')}); then rerun "
                    "`dvc repro` with the settings that made them, or here and commit. With the same "
                    "machine and settings, a difference is a real loss of reproducibility.")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from numpynet import training
 from numpynet.model import build_mlp
 from numpynet.training import TrainConfig, fit, rng_streams
 
@@ -29,7 +30,7 @@ def train(config: TrainConfig, seed: int = 0):
     x_val, y_val = shifted_validation()
     rngs = rng_streams(seed)
     net = build_mlp(x.shape[1], [8], 2, rngs["init"])
-    result = fit(net, x, y, x_val, y_val, config, rngs["shuffle"], rngs["augment"])
+    result = fit(net, x, y, x_val, y_val, config, rngs["shuffle"], rngs["augment"], mixup_rng=rngs["mixup"])
     return net, result, x, y
 
 
@@ -42,6 +43,21 @@ def test_label_smoothing_makes_the_model_aim_at_the_smoothed_targets():
     p_true = lambda net: net.predict_proba(x)[np.arange(len(y)), y]  # noqa: E731
     assert p_true(sharp).mean() > 0.97
     assert p_true(smooth).mean() == pytest.approx(0.75, abs=0.02)
+
+
+def test_mixup_hands_the_loss_blended_target_distributions(monkeypatch):
+    seen = []
+
+    def spy(logits, targets):
+        seen.append(targets.copy())
+        return real(logits, targets)
+    real = training.softmax_cross_entropy
+    monkeypatch.setattr(training, "softmax_cross_entropy", spy)
+    train(TrainConfig(learning_rate=0.1, batch_size=20, epochs=1, mixup_alpha=0.4))
+    assert len(seen) == 3
+    for t in seen:
+        assert t.shape == (20, 2) and np.allclose(t.sum(axis=1), 1.0)
+        assert np.any((t > 0.01) & (t < 0.99)), "targets are one-hot: the batch was not mixed"
 
 
 def test_mixup_trains_on_blended_batches_and_is_reproducible():
