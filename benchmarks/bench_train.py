@@ -120,16 +120,17 @@ def main() -> None:
         results["stages"] = stages
         results["noop_dvc_repro_seconds"] = round(noop, 2)
 
-        data = ["--data", str(work / "data/prepared"), "--epochs", str(args.epochs)]
+        data = ["--data", str(work / "data/prepared")]
+        timed = [*data, "--epochs", str(args.epochs)]
         torch_version = None if args.no_torch else torch_available(env)
         runs: dict[str, list[dict]] = {"reference": [], "torch": [], "default": []}
         print(f"\ntraining, {args.repeats} alternating runs of each (fresh processes) ...", flush=True)
         for _ in range(args.repeats):
-            runs["reference"].append(timing_run(["numpy", *data], work, env))
+            runs["reference"].append(timing_run(["numpy", *timed], work, env))
             if torch_version:
-                runs["torch"].append(timing_run(["torch", *data], work, env))
-            runs["default"].append(timing_run(["numpy", "--config", "default", *data], work, env))
-        profile = timing_run(["numpy", *data[:2], "--epochs", "5", "--profile"], work, env)
+                runs["torch"].append(timing_run(["torch", *timed], work, env))
+            runs["default"].append(timing_run(["numpy", "--config", "default", *timed], work, env))
+        profile = timing_run(["numpy", *data, "--epochs", "5", "--profile"], work, env)
 
     results["train"] = {name: summarize(r) for name, r in runs.items() if r}
     if runs["torch"]:
@@ -177,8 +178,9 @@ def print_table(results: dict, torch_version: str | None, profile: dict) -> None
               f"{r['images_per_second']:>7} img/s  {r['gflop_per_second']:6.1f} GFLOP/s = "
               f"{100 * r['fraction_of_peak']['median']:.0f}% of peak (best run {r['seconds']['best']:.2f} s, "
               f"{100 * r['fraction_of_peak']['best']:.0f}%)")
+    blas = ref.get("blas", {})
     print(f"  {'float32 matmul peak':<32} {ref['matmul_peak_gflop_per_second']:7.1f} GFLOP/s (4096^2, in each numpynet run; "
-          f"OpenBLAS {ref.get('blas', {}).get('architecture', '?')} kernels, {ref.get('blas', {}).get('num_threads', '?')} threads)")
+          f"OpenBLAS {blas.get('architecture', '?')} kernels, {blas.get('num_threads', '?')} threads)")
     if torch_version is None:
         print("  PyTorch: not importable (or --no-torch), skipped; pip install torch==2.13.0 into the venv to compare")
     else:
