@@ -10,6 +10,9 @@
    but the first (which needs none). Also the default params.yaml config (its options on).
 2. The machine's float32 matmul peak (best of five 4096x4096 products), measured in each
    numpynet training process right before it trains, and the ratio of (1) to it.
+   The ceiling: the time of the first layer's forward and weight-gradient products alone, and
+   with its in-place update W -= dW (same shapes, same process, nothing else in the loop), for
+   as many steps as the run: no training loop built on numpy.matmul beats it.
 3. The same MLP, batch, epochs and learning rate in PyTorch on the CPU when `torch` is
    importable (not a dependency: `pip install torch==2.13.0` into the venv to include it),
    and the time ratio ours / PyTorch.
@@ -139,9 +142,9 @@ def main() -> None:
         results["train"]["ratio_ours_to_torch"] = {"median": round(statistics.median(ratios), 3),
                                                    "best_to_best": round(best, 3), "runs": [round(r, 3) for r in ratios]}
     results["profile"] = profile
-    print_table(results, torch_version, profile)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results, torch_version, profile)
     print(f"\nwrote {args.out}")
 
 
@@ -164,6 +167,17 @@ def summarize(runs: list[dict]) -> dict:
                    matmul_peak_gflop_per_second=round(statistics.median(r["matmul_peak_gflops"] for r in runs), 1),
                    fraction_of_peak={"median": round(statistics.median(fractions), 3), "best": round(max(fractions), 3),
                                      "runs": [round(f, 3) for f in fractions]})
+        # a step's FLOPs over the time of its first layer's work alone: no numpy.matmul loop beats it
+        step_flops = mlp_flops_per_epoch(first["batch_size"], sizes)
+        steps = first["epochs"] * -(-first["images"] // first["batch_size"])
+        out["first_layer_alone"] = {}
+        for key in ("products", "products_and_update"):
+            per_step = min(r["first_layer_alone_seconds_per_step"][key] for r in runs)
+            best_peak = max(r["matmul_peak_gflops"] for r in runs)
+            out["first_layer_alone"][key] = {
+                "seconds_per_step": round(per_step, 6), "seconds_for_the_run": round(per_step * steps, 2),
+                "ceiling_gflop_per_second": round(step_flops / per_step / 1e9, 1),
+                "ceiling_fraction_of_peak": round(step_flops / per_step / 1e9 / best_peak, 3)}
     return out
 
 
@@ -178,6 +192,12 @@ def print_table(results: dict, torch_version: str | None, profile: dict) -> None
               f"{r['images_per_second']:>7} img/s  {r['gflop_per_second']:6.1f} GFLOP/s = "
               f"{100 * r['fraction_of_peak']['median']:.0f}% of peak (best run {r['seconds']['best']:.2f} s, "
               f"{100 * r['fraction_of_peak']['best']:.0f}%)")
+    for key, what in (("products", "its forward + weight-gradient matmuls"),
+                      ("products_and_update", "those + W -= dW")):
+        c = ref["first_layer_alone"][key]
+        print(f"  {'first layer alone: ' + key.replace('_', ' '):<32} {c['seconds_for_the_run']:7.2f} s  "
+              f"{1e6 * c['seconds_per_step']:.0f} us/step: a ceiling of {c['ceiling_gflop_per_second']:.1f} GFLOP/s = "
+              f"{100 * c['ceiling_fraction_of_peak']:.0f}% of peak ({what}, nothing else; best run)")
     blas = ref.get("blas", {})
     print(f"  {'float32 matmul peak':<32} {ref['matmul_peak_gflop_per_second']:7.1f} GFLOP/s (4096^2, in each numpynet run; "
           f"OpenBLAS {blas.get('architecture', '?')} kernels, {blas.get('num_threads', '?')} threads)")

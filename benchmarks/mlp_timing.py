@@ -10,7 +10,9 @@ while the other one runs. The numpy run also measures the machine's float32 matm
 peak right before training, in the same process and with the same BLAS settings: those of
 the stages, which pin OpenBLAS's AVX2 kernels (stages/__init__.py), so on an AVX-512 CPU
 the peak is that of the AVX2 kernels (here the two measured the same); the kernels are
-recorded in the result. PyTorch uses its own BLAS (MKL / oneDNN), unpinned.
+recorded in the result. It then times the first layer's unavoidable work alone at the
+training shapes (`first_layer_alone`): the ceiling of any numpy.matmul training loop.
+PyTorch uses its own BLAS (MKL / oneDNN), unpinned.
 
 Configs (both on the prepared training split, no validation pass, so only training is timed):
   reference  3072-128-64-3, plain SGD lr 0.01, batch 64: the reference project's config
@@ -46,6 +48,36 @@ def matmul_peak(size: int = 4096, repeats: int = 5) -> float:
     return 2 * size ** 3 / best / 1e9
 
 
+def first_layer_alone(x: np.ndarray, n_out: int, batch: int, steps: int = 200, repeats: int = 5) -> dict[str, float]:
+    """Best seconds per step of the first dense layer's unavoidable work alone, at the training shapes,
+    on consecutive batches of x (N, D), with nothing else in the loop:
+
+      "products": forward (batch, D) @ (D, n_out) and weight gradient (D, batch) @ (batch, n_out);
+      "products_and_update": the same plus the one in-place pass of the SGD update, W -= dW (as if
+                             the learning rate were already folded into the gradient).
+
+    That layer holds ~97% of a reference-config step's FLOPs, so no training loop built on
+    numpy.matmul (and NumPy's in-place arithmetic) can run a step faster than these here.
+    """
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((x.shape[1], n_out), dtype=np.float32)
+    dz = rng.standard_normal((batch, n_out), dtype=np.float32) * np.float32(1e-4)
+    z, dw = np.empty((batch, n_out), np.float32), np.empty_like(w)
+    steps = min(steps, len(x) // batch)
+    best = {"products": float("inf"), "products_and_update": float("inf")}
+    for _ in range(repeats):
+        for key in best:
+            t = time.perf_counter()
+            for i in range(steps):
+                xb = x[i * batch:(i + 1) * batch]
+                np.matmul(xb, w, out=z)
+                np.matmul(xb.T, dz, out=dw)
+                if key == "products_and_update":
+                    w -= dw
+            best[key] = min(best[key], (time.perf_counter() - t) / steps)
+    return best
+
+
 def numpy_setup(config: str, epochs: int):
     """(TrainConfig, hidden sizes, dropout, seed) of the named config."""
     from numpynet.training import TrainConfig
@@ -72,13 +104,15 @@ def run_numpy(x: np.ndarray, y: np.ndarray, config: str, epochs: int, profile: b
     rngs = rng_streams(seed)
     net = build_mlp(x.shape[1], hidden, int(y.max()) + 1, rngs["init"], dropout, rngs["dropout"])
     peak = matmul_peak()
+    first_layer = first_layer_alone(x, hidden[0], cfg.batch_size)
     timers = instrument(net) if profile else None
     t = time.perf_counter()
     fit(net, x, y, None, None, cfg, rngs["shuffle"], rngs["augment"], mixup_rng=rngs["mixup"])
     seconds = time.perf_counter() - t
     out = {"framework": "numpy", "numpy": np.__version__, "blas": blas_info(), "config": config,
            "layers": [x.shape[1], *hidden, int(y.max()) + 1], "batch_size": cfg.batch_size,
-           "epochs": epochs, "images": len(x), "seconds": seconds, "matmul_peak_gflops": peak}
+           "epochs": epochs, "images": len(x), "seconds": seconds, "matmul_peak_gflops": peak,
+           "first_layer_alone_seconds_per_step": first_layer}
     if timers is not None:
         out["profile_seconds"] = dict(sorted(timers.items(), key=lambda kv: -kv[1]))
     return out
