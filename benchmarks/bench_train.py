@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -169,11 +170,11 @@ def summarize(runs: list[dict]) -> dict:
                                      "runs": [round(f, 3) for f in fractions]})
         # a step's FLOPs over the time of its first layer's work alone: no numpy.matmul loop beats it
         step_flops = mlp_flops_per_epoch(first["batch_size"], sizes)
-        steps = first["epochs"] * -(-first["images"] // first["batch_size"])
+        steps = first["epochs"] * math.ceil(first["images"] / first["batch_size"])
+        best_peak = max(r["matmul_peak_gflops"] for r in runs)
         out["first_layer_alone"] = {}
         for key in ("products", "products_and_update"):
             per_step = min(r["first_layer_alone_seconds_per_step"][key] for r in runs)
-            best_peak = max(r["matmul_peak_gflops"] for r in runs)
             out["first_layer_alone"][key] = {
                 "seconds_per_step": round(per_step, 6), "seconds_for_the_run": round(per_step * steps, 2),
                 "ceiling_gflop_per_second": round(step_flops / per_step / 1e9, 1),
@@ -192,10 +193,10 @@ def print_table(results: dict, torch_version: str | None, profile: dict) -> None
               f"{r['images_per_second']:>7} img/s  {r['gflop_per_second']:6.1f} GFLOP/s = "
               f"{100 * r['fraction_of_peak']['median']:.0f}% of peak (best run {r['seconds']['best']:.2f} s, "
               f"{100 * r['fraction_of_peak']['best']:.0f}%)")
-    for key, what in (("products", "its forward + weight-gradient matmuls"),
-                      ("products_and_update", "those + W -= dW")):
+    for key, label, what in (("products", "1st layer's matmuls alone", "its forward + weight-gradient matmuls"),
+                             ("products_and_update", "the same + its update", "those + W -= dW")):
         c = ref["first_layer_alone"][key]
-        print(f"  {'first layer alone: ' + key.replace('_', ' '):<32} {c['seconds_for_the_run']:7.2f} s  "
+        print(f"  {label:<32} {c['seconds_for_the_run']:7.2f} s  "
               f"{1e6 * c['seconds_per_step']:.0f} us/step: a ceiling of {c['ceiling_gflop_per_second']:.1f} GFLOP/s = "
               f"{100 * c['ceiling_fraction_of_peak']:.0f}% of peak ({what}, nothing else; best run)")
     blas = ref.get("blas", {})

@@ -63,18 +63,23 @@ def first_layer_alone(x: np.ndarray, n_out: int, batch: int, steps: int = 200, r
     w = rng.standard_normal((x.shape[1], n_out), dtype=np.float32)
     dz = rng.standard_normal((batch, n_out), dtype=np.float32) * np.float32(1e-4)
     z, dw = np.empty((batch, n_out), np.float32), np.empty_like(w)
-    steps = min(steps, len(x) // batch)
+    batches = [x[i * batch:(i + 1) * batch] for i in range(min(steps, len(x) // batch))]
+
+    def products(xb: np.ndarray) -> None:
+        np.matmul(xb, w, out=z)
+        np.matmul(xb.T, dz, out=dw)
+
+    def products_and_update(xb: np.ndarray) -> None:
+        products(xb)
+        np.subtract(w, dw, out=w)
+
     best = {"products": float("inf"), "products_and_update": float("inf")}
     for _ in range(repeats):
-        for key in best:
+        for key, step in (("products", products), ("products_and_update", products_and_update)):
             t = time.perf_counter()
-            for i in range(steps):
-                xb = x[i * batch:(i + 1) * batch]
-                np.matmul(xb, w, out=z)
-                np.matmul(xb.T, dz, out=dw)
-                if key == "products_and_update":
-                    w -= dw
-            best[key] = min(best[key], (time.perf_counter() - t) / steps)
+            for xb in batches:
+                step(xb)
+            best[key] = min(best[key], (time.perf_counter() - t) / len(batches))
     return best
 
 
