@@ -1,6 +1,8 @@
-# Two commands do everything on a fresh machine (Python >= 3.10, git, make):
-#   make repro   create .venv, install pinned deps, run the whole DVC pipeline
-#   make test    create .venv, install pinned deps + test deps, run the test suite
+# Two commands do everything on a fresh machine (Python >= 3.11, git, make):
+#   make repro         create .venv, install pinned deps, run the whole DVC pipeline
+#   make test          create .venv, install pinned deps + test deps, run the test suite
+# and, for CI and anyone who wants proof that the committed results reproduce:
+#   make rerun-check   recompute every stage from the data in a clone of HEAD, compare metrics
 # Set CIFAR10_ARCHIVE=/path/to/cifar-10-python.tar.gz to use a local copy instead of downloading.
 
 PYTHON ?= python3
@@ -11,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: repro test bench clean-venv
+.PHONY: repro test rerun-check bench bench-sweep clean-venv
 
 repro: $(VENV)/.runtime-installed
 	dvc repro
@@ -19,10 +21,17 @@ repro: $(VENV)/.runtime-installed
 test: $(VENV)/.test-installed
 	python -m pytest
 
+rerun-check: $(VENV)/.runtime-installed
+	python -m stages.rerun_check
+
 bench: $(VENV)/.test-installed
 	python -m benchmarks.bench_train
 
+bench-sweep: $(VENV)/.test-installed
+	python -m benchmarks.bench_sweep
+
 $(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed, this is " + sys.version.split()[0] + "; run make PYTHON=python3.11 (or newer)")'
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.runtime-installed: requirements.txt | $(VENV)/bin/python

@@ -13,11 +13,10 @@ conv -> relu -> pool -> conv stack never transposes a feature map. Flatten alway
 Arrays are float32 unless a test passes float64 (the gradient check does); a Conv2D computes
 in its parameters' dtype.
 
-Speed: the matmuls run in (multithreaded) BLAS; the memory-bound passes around them (im2col,
-col2im, pooling) are single NumPy passes, arranged so their innermost loops run over long
-contiguous runs.  benchmarks/bench_conv.py times a small CNN against PyTorch.  On a machine
-whose cores are already busy, OPENBLAS_NUM_THREADS=1 is much faster: threads that wait for
-a core cost more than they save.
+Speed: the matmuls run through `numpynet.parallel.matmul` (single-threaded BLAS calls spread
+over worker threads, bit-identical for any thread count); the memory-bound passes around them
+(im2col, col2im, pooling) are single NumPy passes, arranged so their innermost loops run over
+long contiguous runs.  benchmarks/bench_conv.py times a small CNN against PyTorch.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from numpynet.layers import Layer, he_normal
+from numpynet.parallel import matmul
 
 KERNEL = 3         # kernel side; padding 1 and stride 1 keep H x W ("same" convolution)
 EVAL_CHUNK = 128   # images per im2col block when not training, so evaluating 10,000 images at
@@ -80,7 +80,7 @@ def _conv_param_grads(cols: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.
     m, k = cols.shape
     f = dy.shape[1]
     if k * f > TINY_WEIGHTS:
-        return cols.T @ dy, db                # dW = cols^T dY
+        return matmul(cols.T, dy), db               # dW = cols^T dY
     # The input layer: a 27 x 32 dW summed over 65,536 pixels. As one GEMM, multithreaded
     # OpenBLAS (which splits a long sum into many steps its threads synchronise on) took 1.6 s
     # instead of 4 ms, repeatedly, while other processes kept both cores busy. Instead: a stack
@@ -105,7 +105,7 @@ def _input_grad(dy: np.ndarray, w_mat: np.ndarray, shape: tuple[int, int, int, i
     time so that each block is still in cache when col2im reads it."""
     n, c, h, w = shape
     if c < w:
-        dcols_t = w_mat @ dy.T                                      # (9C, M)
+        dcols_t = matmul(w_mat, dy.T)                                # (9C, M)
         dx_cnhw = np.empty((c, n, h, w), dy.dtype)
         taps = dcols_t.reshape(KERNEL, KERNEL, c, n, h, w).transpose(3, 4, 5, 0, 1, 2)
         dx = dx_cnhw.transpose(1, 2, 3, 0)
@@ -117,7 +117,7 @@ def _input_grad(dy: np.ndarray, w_mat: np.ndarray, shape: tuple[int, int, int, i
     for i in range(0, n, block):
         rows = slice(i * h * w, min(i + block, n) * h * w)
         m = rows.stop - rows.start
-        np.matmul(dy[rows], w_mat.T, out=dcols[:m])                 # dcols = dY W^T
+        matmul(dy[rows], w_mat.T, out=dcols[:m])                    # dcols = dY W^T
         _col2im(dcols[:m].reshape(-1, h, w, KERNEL, KERNEL, c), dx[i:i + block])
     return dx.transpose(0, 3, 1, 2)
 
@@ -173,7 +173,7 @@ class Conv2D(Layer):
         x_pad[:, 1:-1, 1:-1, :] = x.transpose(0, 2, 3, 1)
         _im2col(x_pad, cols)
         cols = cols.reshape(n * h * w, KERNEL * KERNEL * c)
-        y = cols @ w_mat          # (N*H*W, F): the whole convolution as one large matmul
+        y = matmul(cols, w_mat)    # (N*H*W, F): the whole convolution as one large matmul
         y += self.params["b"]
         return y, cols
 

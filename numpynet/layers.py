@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from numpynet.parallel import matmul
+
 
 class Layer:
     """Base class: no parameters, identity spec."""
@@ -58,15 +60,15 @@ class Dense(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._x = x
-        y = x @ self.params["W"]
+        y = matmul(x, self.params["W"])
         y += self.params["b"]
         return y
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         # dW = x^T dY ; db = sum_n dY ; dx = dY W^T
-        np.matmul(self._x.T, grad_out, out=self.grads["W"])
+        matmul(self._x.T, grad_out, out=self.grads["W"])
         np.sum(grad_out, axis=0, out=self.grads["b"])
-        return grad_out @ self.params["W"].T if need_input_grad else None
+        return matmul(grad_out, self.params["W"].T) if need_input_grad else None
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "n_in": self.n_in, "n_out": self.n_out}

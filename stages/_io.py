@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import yaml
 
+import stages
+
 PARAMS_FILE = Path("params.yaml")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -33,8 +35,15 @@ class StageError(Exception):
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run a stage's `main`, turning `StageError` into `error: ...` and exit 1."""
+    """Run a stage's `main`, turning `StageError` into `<name>: error: ...` and exit 1.
+
+    A stage that computes matrix products (it has imported `numpynet.parallel`) computes them
+    on `stages.threads()` threads."""
     try:
+        if stages.THREADS_PROBLEM:
+            raise StageError(stages.THREADS_PROBLEM)
+        if "numpynet.parallel" in sys.modules:
+            sys.modules["numpynet.parallel"].set_workers(stages.threads())
         main()
     except StageError as err:
         print(f"{name}: error: {err}", file=sys.stderr)
