@@ -29,6 +29,13 @@ OUTPUTS = ("data/", "models/")  # DVC outputs: never copied, the copy makes its 
 # Small enough for the fixture archive and a few seconds of training.
 FIXTURE_TRAIN_PARAMS = {"hidden_sizes": [16, 8], "batch_size": 8, "epochs": 3}
 
+# Tests about DVC, not about the tuned defaults, pin a plain config (on top of
+# FIXTURE_TRAIN_PARAMS) that a retune of params.yaml cannot change: `create(..., **PINNED)`.
+PINNED = {"filter_normalize": {"normalize": "scale"},
+          "train": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+                    "lr_schedule": "constant", "warmup_epochs": 0, "dropout": 0.0, "flip": False,
+                    "crop_padding": 0, "restore_best": False, "label_smoothing": 0.0, "mixup_alpha": 0.0}}
+
 
 def repo_files() -> list[str]:
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,

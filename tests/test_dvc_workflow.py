@@ -31,19 +31,11 @@ import pytest
 import yaml
 
 from tests.cifar_fixture import fixture_fingerprints, make_archive
-from tests.pipeline_repo import BIN, FIXTURE_TRAIN_PARAMS, PipelineRepo
+from tests.pipeline_repo import BIN, FIXTURE_TRAIN_PARAMS, PINNED, PipelineRepo
 
 pytestmark = pytest.mark.slow
 
 STAGES = ["fetch", "filter_normalize", "train", "evaluate"]  # pipeline order
-# The tests are about DVC, not about the tuned defaults, so the copies pin a plain config (on top
-# of FIXTURE_TRAIN_PARAMS) that a retune of params.yaml cannot change. On the archive below (40
-# train / 20 test images per class, seed 1) it gives test accuracy 0.2833 at learning rate 0.01
-# and 0.3167 at NEW_LR (deterministic: same params and data give byte-identical outputs).
-PINNED = {"filter_normalize": {"normalize": "scale"},
-          "train": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
-                    "lr_schedule": "constant", "warmup_epochs": 0, "dropout": 0.0, "flip": False,
-                    "crop_padding": 0, "restore_best": False, "label_smoothing": 0.0, "mixup_alpha": 0.0}}
 NEW_LR = 0.05
 SWEEP = {"lr-0.05": NEW_LR, "lr-0.1": 0.1}  # experiment name -> train.learning_rate
 NOOP_REPRO_LIMIT = 3.0  # seconds, the bar for a `dvc repro` with nothing to do
