@@ -13,7 +13,10 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: repro test rerun-check bench bench-sweep clean-venv
+.PHONY: repro test rerun-check pr-report bench bench-sweep clean-venv
+
+# pr-report compares the workspace with this revision
+BASE ?= main
 
 repro: $(VENV)/.runtime-installed
 	dvc repro
@@ -23,6 +26,16 @@ test: $(VENV)/.test-installed
 
 rerun-check: $(VENV)/.runtime-installed
 	python -m stages.rerun_check
+
+# params and metrics of the workspace against $(BASE) as markdown (also appended to the CI job
+# summary), and a `dvc plots diff` page, all under pr-report/
+pr-report: $(VENV)/.runtime-installed
+	mkdir -p pr-report
+	{ echo "## Params: $(BASE) vs this change"; dvc params diff $(BASE) --md; \
+	  echo "## Metrics: $(BASE) vs this change"; dvc metrics diff $(BASE) --md; } > pr-report/diff.md
+	cat pr-report/diff.md
+	if [ -n "$$GITHUB_STEP_SUMMARY" ]; then cat pr-report/diff.md >> "$$GITHUB_STEP_SUMMARY"; fi
+	dvc plots diff $(BASE) -o pr-report/plots
 
 bench: $(VENV)/.test-installed
 	python -m benchmarks.bench_train

@@ -49,3 +49,35 @@ def test_no_pin_on_a_cpu_without_avx2(monkeypatch):
     monkeypatch.delitem(sys.modules, "numpy")  # as if NumPy were not loaded yet
     stages.pin_blas_kernels()
     assert "OPENBLAS_CORETYPE" not in os.environ
+
+
+def test_macos_flags_come_from_sysctl(monkeypatch):
+    import subprocess as sp
+
+    import stages
+
+    class Done:
+        stdout = "FPU SSE2 AVX1.0 FMA\nAVX2 BMI2 SMEP\n"
+    monkeypatch.setattr(stages.sys, "platform", "darwin")
+    monkeypatch.setattr(sp, "run", lambda *a, **k: Done())
+    assert stages.NEEDED_CPU_FLAGS <= stages.cpu_flags()
+
+
+@pytest.mark.parametrize("env, threads", [({"OPENBLAS_NUM_THREADS": "3"}, 3), ({"OMP_NUM_THREADS": "5"}, 5),
+                                          ({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "7"}, 2)])
+def test_the_thread_count_asked_for_is_used(env, threads):
+    from stages import requested_threads
+
+    assert requested_threads(env) == (threads, None)
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", "1.5", "9999", "x" * 500])
+def test_a_bad_thread_count_ends_the_stage_in_one_line_naming_it(value, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-m", "stages.train"], cwd=tmp_path,
+                          env={**env, "OPENBLAS_NUM_THREADS": value, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train: error: OPENBLAS_NUM_THREADS=") and len(lines[0]) < 300, done.stderr
+    assert "Traceback" not in done.stderr

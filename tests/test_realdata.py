@@ -9,15 +9,9 @@ Skipped, with the reason, when the mirror ../shared/cifar10/cifar-10-python.tar.
 repo) is absent.
 
 The pipeline is deterministic: seeds in params.yaml, float32 NumPy, outputs written without
-timestamps. Reruns on one machine with the same environment give byte-identical results
-(metrics, model, plots, data), so they are compared exactly. Float32 matrix products sum in an
-order that depends on the BLAS kernels and on the number of BLAS threads. The stages pin
-OpenBLAS's AVX2 kernels on x86-64 CPUs that have AVX2 (stages/__init__.py), so AVX-512 and AVX2
-machines agree (checked: an AVX-512 machine reproduces the model made on an AVX2 one only with
-the pin); the thread count (OpenBLAS uses one per core unless OPENBLAS_NUM_THREADS says
-otherwise) still matters: 4 epochs of the default config with 1 and with 2 threads end at
-validation accuracy 0.7680 and 0.7653. So the committed results (2 threads) reproduce on a
-2-core machine; a mismatch message says so, with this run's settings.
+timestamps, and on x86-64 with AVX2 + FMA the same bits whatever the thread count (the stages pin
+OpenBLAS's kernels and make products thread-count independent, stages/__init__.py). So results
+are compared exactly; a mismatch message gives this run's settings.
 """
 
 from __future__ import annotations
@@ -35,14 +29,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 MIRROR = ROOT.parent / "shared" / "cifar10" / "cifar-10-python.tar.gz"
 METRICS = ("metrics/metrics.json", "metrics/train.json")
 BLAS_THREADS = {k: os.environ.get(k, "unset") for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-ACROSS_MACHINES = ("The pipeline gives byte-identical results on one machine with the same BLAS thread "
-                   "count. If the committed results were made on another machine or with another "
-                   "thread count, float32 sums may differ (BLAS build, number of BLAS threads, BLAS "
-                   "kernels where the AVX2 pin of stages/__init__.py does not apply; this run: "
-                   f"{os.cpu_count()} CPUs, {BLAS_THREADS}, OPENBLAS_CORETYPE "
-                   f"{os.environ.get('OPENBLAS_CORETYPE', 'unset (the stages set it)')}); then rerun "
-                   "`dvc repro` with the settings that made them, or here and commit. With the same "
-                   "machine and settings, a difference is a real loss of reproducibility.")
+ACROSS_MACHINES = ("The pipeline gives byte-identical results on x86-64 CPUs with AVX2 + FMA at any thread "
+                   "count, with the pinned requirements. Elsewhere (no AVX2, ARM, another NumPy or BLAS "
+                   "build) float32 sums round differently; `python -m stages.rerun_check --mode tolerance` judges such "
+                   f"a rerun. This run: {os.cpu_count()} CPUs, {BLAS_THREADS}, OPENBLAS_CORETYPE "
+                   f"{os.environ.get('OPENBLAS_CORETYPE', 'unset (the stages set it)')}. With the pinned "
+                   "requirements on such a CPU, a difference is a real loss of reproducibility.")
 
 
 @pytest.fixture(scope="module")
