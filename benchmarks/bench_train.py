@@ -127,13 +127,15 @@ def main() -> None:
         data = ["--data", str(work / "data/prepared")]
         timed = [*data, "--epochs", str(args.epochs)]
         torch_version = None if args.no_torch else torch_available(env)
-        runs: dict[str, list[dict]] = {"reference": [], "torch": [], "default": []}
+        runs: dict[str, list[dict]] = {"reference": [], "torch": [], "default": [], "default_1_thread": []}
+        one_thread = {**env, "OPENBLAS_NUM_THREADS": "1"}
         print(f"\ntraining, {args.repeats} alternating runs of each (fresh processes) ...", flush=True)
         for _ in range(args.repeats):
             runs["reference"].append(timing_run(["numpy", *timed], work, env))
             if torch_version:
                 runs["torch"].append(timing_run(["torch", *timed], work, env))
             runs["default"].append(timing_run(["numpy", "--config", "default", *timed], work, env))
+            runs["default_1_thread"].append(timing_run(["numpy", "--config", "default", *timed], work, one_thread))
         profile = timing_run(["numpy", *data, "--epochs", "5", "--profile"], work, env)
 
     results["train"] = {name: summarize(r) for name, r in runs.items() if r}
@@ -152,7 +154,7 @@ def main() -> None:
 def summarize(runs: list[dict]) -> dict:
     """Medians over the runs of one implementation/config, with GFLOP/s and the fraction of peak."""
     first = runs[0]
-    out = {k: first[k] for k in ("framework", "config", "batch_size", "epochs", "images", "blas") if k in first}
+    out = {k: first[k] for k in ("framework", "config", "batch_size", "epochs", "images", "blas", "threads") if k in first}
     seconds = [r["seconds"] for r in runs]
     out["seconds"] = {"median": round(statistics.median(seconds), 2), "best": round(min(seconds), 2),
                       "runs": [round(s, 2) for s in seconds]}
@@ -187,7 +189,8 @@ def print_table(results: dict, torch_version: str | None, profile: dict) -> None
     ref = t["reference"]
     print(f"\ntraining {ref['layers']} batch {ref['batch_size']}, {ref['epochs']} epochs on {ref['images']} images "
           f"(medians; runs in brackets)")
-    for key, label in (("reference", "numpynet, reference config"), ("default", "numpynet, default params.yaml")):
+    for key, label in (("reference", "numpynet, reference config"), ("default", "numpynet, default params.yaml"),
+                       ("default_1_thread", "the same, OPENBLAS_NUM_THREADS=1")):
         r = t[key]
         print(f"  {label:<32} {r['seconds']['median']:7.2f} s {r['seconds']['runs']}  {r['seconds_per_epoch']:.3f} s/epoch  "
               f"{r['images_per_second']:>7} img/s  {r['gflop_per_second']:6.1f} GFLOP/s = "
@@ -201,7 +204,7 @@ def print_table(results: dict, torch_version: str | None, profile: dict) -> None
               f"{100 * c['ceiling_fraction_of_peak']:.0f}% of peak ({what}, nothing else; best run)")
     blas = ref.get("blas", {})
     print(f"  {'float32 matmul peak':<32} {ref['matmul_peak_gflop_per_second']:7.1f} GFLOP/s (4096^2, in each numpynet run; "
-          f"OpenBLAS {blas.get('architecture', '?')} kernels, {blas.get('num_threads', '?')} threads)")
+          f"OpenBLAS {blas.get('architecture', '?')} kernels, single-threaded blocks on {ref.get('threads', '?')} threads)")
     if torch_version is None:
         print("  PyTorch: not importable (or --no-torch), skipped; pip install torch==2.13.0 into the venv to compare")
     else:

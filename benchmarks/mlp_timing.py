@@ -21,7 +21,7 @@ Configs (both on the prepared training split, no validation pass, so only traini
 
 from __future__ import annotations
 
-import stages  # noqa: F401  first: pins OpenBLAS's kernels exactly as the stages run them
+import stages  # first: pins OpenBLAS's kernels exactly as the stages run them
 
 import argparse
 import dataclasses
@@ -36,14 +36,17 @@ REFERENCE = {"hidden_sizes": [128, 64], "learning_rate": 0.01, "batch_size": 64,
 
 
 def matmul_peak(size: int = 4096, repeats: int = 5) -> float:
-    """GFLOP/s of the best of `repeats` float32 (size x size) @ (size x size) products."""
+    """GFLOP/s of the best of `repeats` float32 (size x size) @ (size x size) products, computed
+    as the stages compute them: single-threaded BLAS blocks on `stages.threads()` workers."""
+    from numpynet.parallel import matmul
+
     a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
     b = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
-    a @ b
+    matmul(a, b)
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        a @ b
+        matmul(a, b)
         best = min(best, time.perf_counter() - t)
     return 2 * size ** 3 / best / 1e9
 
@@ -105,6 +108,9 @@ def run_numpy(x: np.ndarray, y: np.ndarray, config: str, epochs: int, profile: b
     from numpynet.model import build_mlp
     from numpynet.training import fit, rng_streams
 
+    from numpynet import parallel
+
+    parallel.set_workers(stages.threads())  # as run_stage does
     cfg, hidden, dropout, seed = numpy_setup(config, epochs)
     rngs = rng_streams(seed)
     net = build_mlp(x.shape[1], hidden, int(y.max()) + 1, rngs["init"], dropout, rngs["dropout"])
@@ -115,6 +121,7 @@ def run_numpy(x: np.ndarray, y: np.ndarray, config: str, epochs: int, profile: b
     fit(net, x, y, None, None, cfg, rngs["shuffle"], rngs["augment"], mixup_rng=rngs["mixup"])
     seconds = time.perf_counter() - t
     out = {"framework": "numpy", "numpy": np.__version__, "blas": blas_info(), "config": config,
+           "threads": stages.threads(),
            "layers": [x.shape[1], *hidden, int(y.max()) + 1], "batch_size": cfg.batch_size,
            "epochs": epochs, "images": len(x), "seconds": seconds, "matmul_peak_gflops": peak,
            "first_layer_alone_seconds_per_step": first_layer}
