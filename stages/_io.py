@@ -51,6 +51,12 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print(f"{name}: interrupted; no output was written under its final name", file=sys.stderr)
         sys.exit(130)
+    except OSError as err:  # storage: a read-only folder, a full disk, a vanished file
+        where = f" {err.filename}" if err.filename else ""
+        print(f"{name}: error: cannot read or write{where}: {err.strerror or err}; check that the "
+              "folder exists, is writable and has free space, then rerun (earlier outputs are intact)",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------- params

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         network, meta = from_arrays(load_npz(args.model))
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise StageError(f"cannot load the model {args.model} ({err}); run `dvc repro train` or pass --model") from err
     names = meta["class_names"]
     if args.top < 1:

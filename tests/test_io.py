@@ -50,3 +50,28 @@ def test_npz_bytes_do_not_depend_on_the_clock(tmp_path, monkeypatch):
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     loaded = _io.load_npz(tmp_path / "b.npz")
     assert np.array_equal(loaded["w"], arrays["w"]) and str(loaded["meta"]) == "{}"
+
+
+def test_a_read_only_output_folder_ends_train_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.pipeline_repo import ROOT
+
+    if os.geteuid() == 0:
+        # root writes anywhere; a missing parent that cannot be created stands in for it
+        target = tmp_path / "file"
+        target.write_text("not a folder")
+        path = target / "metrics.json"
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o500)
+        path = folder / "metrics.json"
+    code = ("import sys; sys.argv=['x']; from stages._io import run_stage, write_json; "
+            f"run_stage('train', lambda: write_json(__import__('pathlib').Path({str(path)!r}), {{}}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train: error: cannot read or write"), done.stderr

@@ -48,3 +48,21 @@ def test_unreadable_files_give_a_clear_error(tmp_path, content):
         load_image(bad)
     with pytest.raises(StageError, match="no such file"):
         load_image(tmp_path / "missing.png")
+
+
+def test_a_truncated_model_file_ends_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.pipeline_repo import ROOT
+
+    model = tmp_path / "model.npz"
+    model.write_bytes(b"PK\x03\x04" + b"\0" * 40)   # the start of a zip, cut short
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    done = subprocess.run([sys.executable, "-m", "stages.predict", "--model", str(model), str(image)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"predict: error: cannot load the model {model}"), done.stderr
+
