@@ -153,10 +153,9 @@ def rerun_metrics(root: Path, workdir: Path) -> tuple[dict, dict, dict, str]:
     """Clone HEAD of `root` into `workdir`, recompute every stage; returns
     (dvc metrics diff, committed dvc.lock, rerun dvc.lock, commit)."""
     clone = workdir / "clone"
-    for cmd, cwd in ((["git", "clone", "-q", "--no-hardlinks", str(root), str(clone)], workdir),):
-        done = run(cmd, cwd)
-        if done.returncode:
-            raise CheckError(f"git clone of {root} failed: {done.stderr.strip()}")
+    done = run(["git", "clone", "-q", "--no-hardlinks", str(root), str(clone)], workdir)
+    if done.returncode:
+        raise CheckError(f"git clone of {root} failed: {done.stderr.strip()}")
     commit = run(["git", "rev-parse", "--short", "HEAD"], clone).stdout.strip()
     committed_lock = yaml.safe_load((clone / "dvc.lock").read_text()) if (clone / "dvc.lock").exists() else {}
     dvc = str(Path(sys.executable).parent / "dvc")
@@ -193,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         print("rerun-check: error: no metrics to compare (dvc metrics diff printed nothing)", file=sys.stderr)
         return 2
     rows = judge(diff, exact)
-    text = report(rows, changed_outputs(old_lock, new_lock), exact, commit)
+    outputs = changed_outputs(old_lock, new_lock)
+    text = report(rows, outputs, exact, commit)
     print(text)
     try:
         args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in bad:
         print(f"rerun-check: error: {r.path}: {r.key}: committed {_fmt(r.old)}, rerun {_fmt(r.new)} "
               f"(allowed: {r.rule})", file=sys.stderr)
-    moved = changed_outputs(old_lock, new_lock) if exact else []
+    moved = outputs if exact else []
     for path, old, new in moved:
         print(f"rerun-check: error: {path}: committed md5 {old}, rerun {new} (exact mode: outputs must be "
               "byte-identical)", file=sys.stderr)
