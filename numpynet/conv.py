@@ -138,6 +138,7 @@ class Conv2D(Layer):
     """
 
     kind = "conv2d"
+    weights = ("W",)
 
     def __init__(self, in_channels: int, out_channels: int, rng: np.random.Generator | None = None,
                  dtype: np.dtype = np.float32) -> None:

@@ -1,7 +1,8 @@
-"""Choosing classes, a stratified validation split, and input normalization.
+"""Choosing classes, a stratified validation split, and per-channel input normalization.
 
-Images arrive as uint8 rows (N, 3072) in CIFAR's channel-plane order (1024 red,
-1024 green, 1024 blue values); labels as int (N,).
+Images arrive as rows (N, C*P) in channel-plane order: the P values of channel 0, then
+those of channel 1, and so on (CIFAR-10: C = 3 planes of P = 32x32); labels as int (N,).
+The number of channels is an argument or the length of the statistics, never assumed.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 NORMALIZATIONS = ("scale", "standardize")
-CHANNELS, PIXELS = 3, 1024
 
 
 def select_classes(images: np.ndarray, labels: np.ndarray, class_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -40,40 +40,50 @@ def stratified_split(labels: np.ndarray, val_fraction: float, rng: np.random.Gen
     return np.flatnonzero(train_mask), val_idx.astype(np.int64)
 
 
-def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def channel_stats(images: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std, in pixel units (0..255), over all images and pixels.
 
-    images (N, 3072) uint8 -> mean (3,), std (3,) float64. Accumulated in float64.
+    images (N, C*P) uint8 -> mean (C,), std (C,) float64. Accumulated in float64.
     """
-    planes = images.reshape(len(images), CHANNELS, PIXELS)
-    mean = np.empty(CHANNELS)
-    std = np.empty(CHANNELS)
-    for c in range(CHANNELS):  # one channel at a time keeps the float64 copy small
+    planes = images.reshape(len(images), channels, -1)
+    mean = np.empty(channels)
+    std = np.empty(channels)
+    for c in range(channels):  # one channel at a time keeps the float64 copy small
         plane = planes[:, c].astype(np.float64)
         mean[c] = plane.mean()
         std[c] = plane.std()
     return mean, std
 
 
-def normalization_stats(images: np.ndarray, method: str) -> dict[str, list[float]]:
+def normalization_stats(images: np.ndarray, method: str, channels: int) -> dict[str, list[float]]:
     """The affine map x -> (x - mean) / std per channel, in pixel units, for `method`.
 
     scale: mean 0, std 255 for every channel (pixels / 255 into [0, 1]);
     standardize: the per-channel mean and std of `images` (the training split).
     """
     if method == "scale":
-        return {"mean": [0.0] * CHANNELS, "std": [255.0] * CHANNELS}
+        return {"mean": [0.0] * channels, "std": [255.0] * channels}
     if method == "standardize":
-        mean, std = channel_stats(images)
+        mean, std = channel_stats(images, channels)
         return {"mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist()}  # 1e-6: a constant channel would divide by 0
     raise ValueError(f"unknown normalization {method!r}; choose from {', '.join(NORMALIZATIONS)}")
 
 
 def normalize(images: np.ndarray, stats: dict[str, list[float]]) -> np.ndarray:
-    """Apply (x - mean) / std per channel.  images (N, 3072) uint8 -> (N, 3072) float32."""
-    mean = np.repeat(np.asarray(stats["mean"], np.float32), PIXELS)
-    inv_std = np.repeat(1.0 / np.asarray(stats["std"], np.float32), PIXELS).astype(np.float32)
+    """Apply (x - mean) / std per channel, C = len(stats["mean"]).
+
+    images (N, C*P) uint8 -> (N, C*P) float32."""
+    pixels = images.shape[1] // len(stats["mean"])
+    mean = np.repeat(np.asarray(stats["mean"], np.float32), pixels)
+    inv_std = np.repeat(1.0 / np.asarray(stats["std"], np.float32), pixels).astype(np.float32)
     out = images.astype(np.float32)
     out -= mean
     out *= inv_std
     return out
+
+
+def denormalize(x: np.ndarray, stats: dict[str, list[float]]) -> np.ndarray:
+    """Inverse of `normalize`, in float64 pixel units: x (N, C*P) -> x * std + mean per channel."""
+    mean = np.asarray(stats["mean"], np.float64)[:, None]
+    std = np.asarray(stats["std"], np.float64)[:, None]
+    return (x.reshape(len(x), len(mean), -1) * std + mean).reshape(len(x), -1)

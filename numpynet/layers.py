@@ -10,17 +10,30 @@ Shapes: N = batch size. Dense layers take (N, D); image layers take (N, C, H, W)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from numpynet.parallel import matmul
 
 
+class Parameter(NamedTuple):
+    """One trainable array as the optimizer sees it."""
+
+    name: str            # e.g. 'layer0.W'
+    value: np.ndarray    # updated in place
+    grad: np.ndarray     # same shape, filled by `backward`
+    decay: bool          # a multiplicative weight (weight decay applies), not an additive bias
+
+
 class Layer:
-    """Base class: no parameters, identity spec."""
+    """Base class: no parameters, identity spec.
+
+    `weights` names the keys of `params` that multiply the input (kernels, matrices): weight
+    decay applies to them and not to the additive ones (biases)."""
 
     kind = "layer"
+    weights: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -34,7 +47,7 @@ class Layer:
         raise NotImplementedError
 
     def spec(self) -> dict[str, Any]:
-        """JSON-able description from which `numpynet.model.layer_from_spec` rebuilds the layer."""
+        """JSON-able description from which `numpynet.model.from_arrays` rebuilds the layer."""
         return {"kind": self.kind}
 
 
@@ -48,6 +61,7 @@ class Dense(Layer):
     """Fully connected: y = x @ W + b.  x (N, in), W (in, out), b (out,), y (N, out)."""
 
     kind = "dense"
+    weights = ("W",)
 
     def __init__(self, n_in: int, n_out: int, rng: np.random.Generator | None = None,
                  dtype: np.dtype = np.float32) -> None:

@@ -1,20 +1,25 @@
 """A network as an ordered list of layers, its builders, and its file format.
 
 A model file is a plain `.npz` of arrays (no pickle): one entry per parameter
-(`layer3.W`), plus `architecture` (a JSON list of layer specs) and `meta` (JSON:
-class names, input normalization, model kind). `to_arrays`/`from_arrays` convert
-between a `Network` and that dict, so `evaluate`, `predict` and any user rebuild
-the model without repeating params.
+(`layer3.W`), plus `architecture` (a JSON list of layer specs) and `meta` (a JSON object:
+`input_shape` [C, H, W] of the images the network takes as rows, and whatever else the
+caller stores: class names, input normalization). `to_arrays` /
+`from_arrays` convert between a `Network` and that dict, so `evaluate`, `predict` and
+any user rebuild the model without repeating params. `from_arrays` treats the dict as
+untrusted: it checks every spec, every shape along the stack and every weight before
+building anything, and raises `ModelFormatError` saying what is wrong.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 
-from numpynet.layers import Dense, Dropout, Layer, ReLU, Reshape
+from numpynet.layers import Dense, Dropout, Layer, Parameter, ReLU, Reshape
 
 
 class Network:
@@ -37,11 +42,11 @@ class Network:
         for i in range(len(self.layers) - 1, -1, -1):
             grad = self.layers[i].backward(grad, need_input_grad=i > 0)
 
-    def parameters(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        """Yield (name, param, grad) for every trainable array, e.g. ('layer0.W', W, dW)."""
+    def parameters(self) -> Iterator[Parameter]:
+        """Every trainable array with its gradient, e.g. Parameter('layer0.W', W, dW, decay=True)."""
         for i, layer in enumerate(self.layers):
             for key, value in layer.params.items():
-                yield f"layer{i}.{key}", value, layer.grads[key]
+                yield Parameter(f"layer{i}.{key}", value, layer.grads[key], key in layer.weights)
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Class probabilities (N, K) for inputs x (N, ...), evaluated in batches."""
@@ -56,6 +61,32 @@ class Network:
 
     def architecture(self) -> list[dict[str, Any]]:
         return [layer.spec() for layer in self.layers]
+
+
+
+MODEL_KINDS = ("mlp", "cnn")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build: the architecture part of the `train` params."""
+
+    model: str = "mlp"                               # mlp | cnn
+    conv_channels: tuple[int, ...] = (32, 64, 128)   # cnn: one 3x3 conv + ReLU + 2x2 max-pool block each
+    hidden_sizes: tuple[int, ...] = (128, 64)        # ReLU hidden layers (the dense head, for cnn)
+    dropout: float = 0.0                             # inverted dropout after each hidden layer
+
+
+def build(spec: ModelSpec, input_shape: tuple[int, int, int], n_classes: int, rng: np.random.Generator,
+          dropout_rng: np.random.Generator | None = None) -> Network:
+    """The network `spec` describes, for images `input_shape` (C, H, W) given as flat rows."""
+    if spec.model == "cnn":
+        return build_cnn(input_shape, list(spec.conv_channels), list(spec.hidden_sizes), n_classes, rng,
+                         spec.dropout, dropout_rng)
+    if spec.model == "mlp":
+        return build_mlp(math.prod(input_shape), list(spec.hidden_sizes), n_classes, rng, spec.dropout,
+                         dropout_rng)
+    raise ValueError(f"unknown model {spec.model!r}; choose from {', '.join(MODEL_KINDS)}")
 
 
 def build_mlp(n_inputs: int, hidden_sizes: list[int], n_classes: int, rng: np.random.Generator,
@@ -92,46 +123,140 @@ def build_cnn(image_shape: tuple[int, int, int], conv_channels: list[int], hidde
     return Network(layers + head.layers)
 
 
-def layer_from_spec(spec: dict[str, Any]) -> Layer:
-    """Rebuild a layer (with placeholder weights) from its `spec()`."""
-    kind = spec["kind"]
-    if kind == "dense":
-        return Dense(spec["n_in"], spec["n_out"])
-    if kind == "relu":
-        return ReLU()
-    if kind == "dropout":
-        return Dropout(spec["rate"])
-    if kind == "reshape":
-        return Reshape(tuple(spec["shape"]))
-    from numpynet import conv
+# ---------------------------------------------------------------- the model file
 
-    if kind == "conv2d":
-        return conv.Conv2D(spec["in_channels"], spec["out_channels"])
-    if kind == "maxpool2d":
-        return conv.MaxPool2D()
-    if kind == "flatten":
-        return conv.Flatten()
-    raise ValueError(f"unknown layer kind {kind!r} in model file")
+MAX_UNITS = 1 << 16       # widths and channel counts a model file may declare
+MAX_LAYERS = 256
+
+
+class ModelFormatError(ValueError):
+    """The arrays are not a model this library wrote, or describe a meaningless one."""
 
 
 def to_arrays(network: Network, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     """Everything needed to rebuild `network` as a dict of plain arrays (for np.savez)."""
-    arrays = {name: param for name, param, _ in network.parameters()}
+    arrays = {p.name: p.value for p in network.parameters()}
     arrays["architecture"] = np.array(json.dumps(network.architecture()))
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
     return arrays
 
 
+def _json_entry(arrays: dict[str, np.ndarray], key: str) -> Any:
+    entry = arrays.get(key)
+    if entry is None:
+        raise ModelFormatError(f"no '{key}' entry")
+    if entry.shape != () or entry.dtype.kind != "U":
+        raise ModelFormatError(f"'{key}' is a {entry.dtype} array of shape {entry.shape}, not a JSON string")
+    try:
+        return json.loads(str(entry))
+    except ValueError as err:
+        raise ModelFormatError(f"'{key}' is not valid JSON ({err})") from None
+
+
+def _count(spec: dict, key: str, where: str) -> int:
+    value = spec.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_UNITS:
+        raise ModelFormatError(f"{where}: {key} is {str(value)[:40]!r}; expected an integer in 1..{MAX_UNITS}")
+    return value
+
+
+def _check_layer(spec: Any, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+    """The output shape (per image) of the layer `spec` describes for input `shape`, after
+    checking the spec and that the two fit together. Allocates nothing."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):
+        raise ModelFormatError(f"{where} is {str(spec)[:60]!r}; expected an object with a 'kind'")
+    kind = spec["kind"]
+    if kind == "dense":
+        n_in, n_out = _count(spec, "n_in", where), _count(spec, "n_out", where)
+        if shape != (n_in,):
+            raise ModelFormatError(f"{where}: a dense layer of {n_in} inputs receives shape {shape}")
+        return (n_out,)
+    if kind == "relu":
+        return shape
+    if kind == "dropout":
+        rate = spec.get("rate")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ModelFormatError(f"{where}: dropout rate {str(rate)[:40]!r} is not in [0, 1)")
+        return shape
+    if kind == "reshape":
+        target = spec.get("shape")
+        if not (isinstance(target, list) and 1 <= len(target) <= 3
+                and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_UNITS for d in target)):
+            raise ModelFormatError(f"{where}: reshape to {str(target)[:40]!r}; expected 1 to 3 positive sizes")
+        if math.prod(target) != math.prod(shape):
+            raise ModelFormatError(f"{where}: cannot reshape {shape} into {tuple(target)}")
+        return tuple(target)
+    if kind == "conv2d":
+        c_in, c_out = _count(spec, "in_channels", where), _count(spec, "out_channels", where)
+        if len(shape) != 3 or shape[0] != c_in:
+            raise ModelFormatError(f"{where}: a conv2d layer of {c_in} input channels receives shape {shape}")
+        return (c_out, *shape[1:])
+    if kind == "maxpool2d":
+        if len(shape) != 3 or shape[1] % 2 or shape[2] % 2:
+            raise ModelFormatError(f"{where}: maxpool2d needs images of even height and width, receives {shape}")
+        return (shape[0], shape[1] // 2, shape[2] // 2)
+    if kind == "flatten":
+        if len(shape) != 3:
+            raise ModelFormatError(f"{where}: flatten needs (C, H, W) images, receives {shape}")
+        return (math.prod(shape),)
+    raise ModelFormatError(f"{where}: unknown layer kind {kind[:40]!r}")
+
+
+def _param_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The shapes of a checked layer spec's parameters (nothing allocated)."""
+    if spec["kind"] == "dense":
+        return {"W": (spec["n_in"], spec["n_out"]), "b": (spec["n_out"],)}
+    if spec["kind"] == "conv2d":
+        from numpynet.conv import KERNEL
+
+        return {"W": (spec["out_channels"], spec["in_channels"], KERNEL, KERNEL), "b": (spec["out_channels"],)}
+    return {}
+
+
+def _make_layer(spec: dict[str, Any]) -> Layer:
+    """The layer of a checked spec, with placeholder weights."""
+    from numpynet import conv
+
+    kind = spec["kind"]
+    if kind == "dense":
+        return Dense(spec["n_in"], spec["n_out"])
+    if kind == "conv2d":
+        return conv.Conv2D(spec["in_channels"], spec["out_channels"])
+    if kind == "dropout":
+        return Dropout(spec["rate"])
+    if kind == "reshape":
+        return Reshape(tuple(spec["shape"]))
+    return {"relu": ReLU, "maxpool2d": conv.MaxPool2D, "flatten": conv.Flatten}[kind]()
+
+
 def from_arrays(arrays: dict[str, np.ndarray]) -> tuple[Network, dict[str, Any]]:
-    """Inverse of `to_arrays`: (network with the saved weights, meta)."""
-    for key in ("architecture", "meta"):
-        if key not in arrays:
-            raise ValueError(f"not a model file: no '{key}' entry")
-    network = Network([layer_from_spec(s) for s in json.loads(str(arrays["architecture"]))])
-    for name, param, _ in network.parameters():
-        saved = arrays.get(name)
-        if saved is None or saved.shape != param.shape:
-            raise ValueError(f"model file: parameter {name} missing or of shape "
-                             f"{None if saved is None else saved.shape}, expected {param.shape}")
-        param[...] = saved
-    return network, json.loads(str(arrays["meta"]))
+    """Inverse of `to_arrays`: (network, meta), meta["input_shape"] a tuple (C, H, W).
+
+    The dict is untrusted: every layer spec, the shapes along the stack, and every parameter
+    (present, float, of the declared shape, finite) are checked before anything is built, so
+    a crafted file cannot make this allocate much more than the arrays it holds."""
+    specs = _json_entry(arrays, "architecture")
+    meta = _json_entry(arrays, "meta")
+    shape = meta.get("input_shape") if isinstance(meta, dict) else None
+    if not (isinstance(shape, list) and len(shape) == 3
+            and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_UNITS for d in shape)):
+        raise ModelFormatError(f"meta input_shape is {str(shape)[:40]!r}; expected [channels, height, width]")
+    input_shape = meta["input_shape"] = tuple(shape)
+    if not isinstance(specs, list) or not 1 <= len(specs) <= MAX_LAYERS:
+        raise ModelFormatError(f"'architecture' is {str(specs)[:60]!r}; expected a list of 1 to {MAX_LAYERS} layers")
+    shape = (math.prod(input_shape),)
+    for i, spec in enumerate(specs):
+        shape = _check_layer(spec, shape, f"layer {i}")
+        for key, expected in _param_shapes(spec).items():
+            saved = arrays.get(f"layer{i}.{key}")
+            if saved is None or saved.shape != expected or saved.dtype.kind != "f":
+                got = "missing" if saved is None else f"{saved.dtype} {saved.shape}"
+                raise ModelFormatError(f"parameter layer{i}.{key} is {got}; expected float {expected}")
+            if not np.all(np.isfinite(saved)):
+                raise ModelFormatError(f"parameter layer{i}.{key} holds NaN or infinite values")
+    if specs[-1]["kind"] != "dense":
+        raise ModelFormatError("the last layer is not dense; a model ends in a dense layer of logits")
+    network = Network([_make_layer(spec) for spec in specs])
+    for p in network.parameters():
+        p.value[...] = arrays[p.name]
+    return network, meta

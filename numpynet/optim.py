@@ -4,36 +4,33 @@ from __future__ import annotations
 
 import numpy as np
 
+from numpynet.layers import Parameter
+
 
 class SGD:
     """Update params in place from their grads: p -= lr * step.
 
-    With weight decay wd (applied to weight tensors only, never biases) the
+    With weight decay wd (applied to the parameters marked `decay`: weights, never biases) the
     gradient becomes g + wd * p, the gradient of the L2 penalty wd/2 * ||p||^2.
     With momentum mu the step is the velocity v = mu * v + g (PyTorch's form);
     with Nesterov it is g + mu * v, a look-ahead along the new velocity.
 
-    `params` is a list of (name, param, grad); grads are used as scratch space
+    `params` is a list of `Parameter`s; grads are used as scratch space
     (they are recomputed every step), so an update allocates no memory.
     """
 
-    def __init__(self, params: list[tuple[str, np.ndarray, np.ndarray]], momentum: float = 0.0,
+    def __init__(self, params: list[Parameter], momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0) -> None:
         self.params = params
         self.momentum = momentum
         self.nesterov = nesterov
         self.weight_decay = weight_decay
-        self.velocity = [np.zeros_like(p) for _, p, _ in params] if momentum else None
-        self.scratch = [np.empty_like(p) for _, p, _ in params] if (momentum or weight_decay) else None
-
-    @staticmethod
-    def decays(name: str) -> bool:
-        """Weight decay applies to weight tensors ('...W'), not to biases ('...b')."""
-        return name.endswith(".W")
+        self.velocity = [np.zeros_like(p.value) for p in params] if momentum else None
+        self.scratch = [np.empty_like(p.value) for p in params] if (momentum or weight_decay) else None
 
     def step(self, lr: float) -> None:
-        for i, (name, p, g) in enumerate(self.params):
-            if self.weight_decay and self.decays(name):
+        for i, (_, p, g, decay) in enumerate(self.params):
+            if self.weight_decay and decay:
                 g += np.multiply(p, self.weight_decay, out=self.scratch[i])        # g + wd * p
             step = g
             if self.velocity is not None:

@@ -1,32 +1,48 @@
-"""Learning-rate schedules as a pure function of the optimizer step."""
+"""Learning-rate schedules: built once per run, then a pure function of the optimizer step."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 SCHEDULES = ("constant", "step", "cosine")
 
 
-def learning_rate(step: int, steps_per_epoch: int, base_lr: float, total_epochs: int,
-                  schedule: str = "constant", warmup_epochs: float = 0.0,
-                  step_epochs: int = 10, gamma: float = 0.1) -> float:
-    """Learning rate for optimizer step `step` (0-based) of a run of `total_epochs` epochs.
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate of every optimizer step (0-based) of one run; `schedule(step)`.
 
-    1. warm-up: during the first warmup_epochs, rise linearly to base_lr
+    1. warm-up: during the first `warmup_steps`, rise linearly to base_lr
        (step k of W warm-up steps uses base_lr * (k + 1) / W, so none is zero);
     2. constant: base_lr;
-    3. step: base_lr * gamma ** (epoch // step_epochs), epoch = step // steps_per_epoch;
+    3. step: base_lr * gamma ** (step // decay_every);
     4. cosine: half a cosine from base_lr at the end of warm-up down to 0 at the last step.
     """
-    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    if schedule == "constant":
-        return base_lr
-    if schedule == "step":
-        return base_lr * gamma ** (step // (steps_per_epoch * step_epochs))
-    if schedule == "cosine":
-        total_steps = total_epochs * steps_per_epoch
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-    raise ValueError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
+
+    kind: str
+    base_lr: float
+    total_steps: int
+    warmup_steps: int = 0
+    decay_every: int = 1      # step schedule: steps between decays
+    gamma: float = 0.1        # step schedule: factor of each decay
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.kind!r}; choose from {', '.join(SCHEDULES)}")
+
+    @classmethod
+    def per_epoch(cls, kind: str, base_lr: float, epochs: int, steps_per_epoch: int,
+                  warmup_epochs: float = 0.0, step_epochs: int = 10, gamma: float = 0.1) -> Schedule:
+        """The schedule with its warm-up and decay period given in epochs."""
+        return cls(kind, base_lr, epochs * steps_per_epoch, int(round(warmup_epochs * steps_per_epoch)),
+                   steps_per_epoch * step_epochs, gamma)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        if self.kind == "constant":
+            return self.base_lr
+        if self.kind == "step":
+            return self.base_lr * self.gamma ** (step // self.decay_every)
+        progress = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
+        return 0.5 * self.base_lr * (1.0 + math.cos(math.pi * min(progress, 1.0)))

@@ -1,15 +1,14 @@
 """The training loop: shuffled mini-batches, optional augmentation, schedule, validation.
 
-Pure: takes arrays and a `TrainConfig`, returns the per-epoch history. Randomness
-comes from named streams spawned from one seed, so turning one option on (say
-dropout) does not change the draws of another (the shuffle order).
+Pure: takes arrays, a `TrainConfig` and `RandomStreams`, returns the per-epoch history.
+`fit` is the loop; `batches`, `prepare_batch` and `train_step` are its three parts.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, fields
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -17,7 +16,7 @@ from numpynet import augment
 from numpynet.losses import cross_entropy, soft_targets, softmax_cross_entropy
 from numpynet.model import Network
 from numpynet.optim import SGD
-from numpynet.schedules import learning_rate
+from numpynet.schedules import Schedule
 
 
 @dataclass(frozen=True)
@@ -60,10 +59,22 @@ class TrainResult:
     restored: bool
 
 
-def rng_streams(seed: int) -> dict[str, np.random.Generator]:
-    """Independent generators for init, shuffle, dropout, augmentation and mixup, all from `seed`."""
-    names = ("init", "shuffle", "dropout", "augment", "mixup")  # append only: earlier streams stay as they were
-    return dict(zip(names, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(names)))))
+@dataclass(frozen=True)
+class RandomStreams:
+    """Independent generators for each kind of draw, all from one seed, so that turning one
+    option on (say dropout) does not change the draws of another (the shuffle order)."""
+
+    init: np.random.Generator      # weight init
+    shuffle: np.random.Generator   # epoch order
+    dropout: np.random.Generator
+    augment: np.random.Generator   # flips and crops
+    mixup: np.random.Generator
+
+    @classmethod
+    def from_seed(cls, seed: int) -> RandomStreams:
+        # spawned in field order: append new streams at the end, so earlier ones stay as they were
+        names = [f.name for f in fields(cls)]
+        return cls(*(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(names))))
 
 
 def evaluate_loss_accuracy(network: Network, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tuple[float, float]:
@@ -76,21 +87,21 @@ def evaluate_loss_accuracy(network: Network, x: np.ndarray, y: np.ndarray, batch
     return total_loss / len(x), correct / len(x)
 
 
-def fit(network: Network, x_train: np.ndarray, y_train: np.ndarray,
-        x_val: np.ndarray | None, y_val: np.ndarray | None, config: TrainConfig,
-        shuffle_rng: np.random.Generator, augment_rng: np.random.Generator | None = None,
-        on_epoch: Callable[[EpochRecord], None] | None = None,
-        mixup_rng: np.random.Generator | None = None) -> TrainResult:
+def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
+        config: TrainConfig, streams: RandomStreams, image_shape: tuple[int, int, int],
+        on_epoch: Callable[[EpochRecord], None] | None = None) -> TrainResult:
     """Train `network` in place with mini-batch SGD.
 
-    x_train (N, D) float32, y_train (N,) int; x_val/y_val likewise or None.
-    The training set is reshuffled at the start of every epoch; the last batch
-    of an epoch may be smaller. Raises TrainingDiverged on a non-finite loss.
+    train = (x (N, D) float32 rows of `image_shape` images, y (N,) int); val likewise, or None.
+    The training set is reshuffled at the start of every epoch; the last batch of an epoch may
+    be smaller. Raises TrainingDiverged on a non-finite loss.
     """
-    n = len(x_train)
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    x_train, y_train = train
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    schedule = Schedule.per_epoch(config.lr_schedule, config.learning_rate, config.epochs, steps_per_epoch,
+                                  config.warmup_epochs, config.lr_step_epochs, config.lr_gamma)
     optimizer = SGD(list(network.parameters()), config.momentum, config.nesterov, config.weight_decay)
-    has_val = x_val is not None and len(x_val) > 0
+    has_val = val is not None and len(val[0]) > 0
     history: list[EpochRecord] = []
     best_acc, best_epoch, best_weights = -1.0, None, None
     step = 0
@@ -98,56 +109,61 @@ def fit(network: Network, x_train: np.ndarray, y_train: np.ndarray,
     # TrainingDiverged, instead of as a stream of floating-point warnings.
     with np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(1, config.epochs + 1):
-            record = _run_epoch(network, x_train, y_train, x_val, y_val, config, optimizer, epoch,
-                                step, steps_per_epoch, shuffle_rng, augment_rng, mixup_rng)
-            step += steps_per_epoch
+            loss_sum, lr = 0.0, 0.0
+            for xb, yb in batches(x_train, y_train, config.batch_size, streams.shuffle):
+                xb, targets = prepare_batch(xb, yb, config, image_shape, network.n_outputs, streams)
+                lr = schedule(step)
+                loss_sum += train_step(network, optimizer, xb, targets, lr, epoch, step)
+                step += 1
+            val_loss, val_acc = evaluate_loss_accuracy(network, *val) if has_val else (None, None)
+            record = EpochRecord(epoch, loss_sum / steps_per_epoch, val_loss, val_acc, lr)
             history.append(record)
             if has_val and config.restore_best and record.val_accuracy > best_acc:
                 best_acc, best_epoch = record.val_accuracy, epoch
-                best_weights = [p.copy() for _, p, _ in network.parameters()]
+                best_weights = [p.value.copy() for p in network.parameters()]
             if on_epoch is not None:
                 on_epoch(record)
     restored = False
     if config.restore_best and best_weights is not None:
-        for (_, p, _), saved in zip(network.parameters(), best_weights):
-            p[...] = saved
+        for p, saved in zip(network.parameters(), best_weights):
+            p.value[...] = saved
         restored = True
     return TrainResult(history, best_epoch, restored)
 
 
-def _run_epoch(network: Network, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
-               y_val: np.ndarray | None, config: TrainConfig, optimizer: SGD, epoch: int, step: int,
-               steps_per_epoch: int, shuffle_rng: np.random.Generator,
-               augment_rng: np.random.Generator | None, mixup_rng: np.random.Generator | None) -> EpochRecord:
-    """One pass over the reshuffled training set, then the validation scores."""
-    n, n_classes = len(x_train), network.n_outputs
-    order = shuffle_rng.permutation(n)
-    loss_sum = 0.0
-    for start in range(0, n, config.batch_size):
-        idx = order[start:start + config.batch_size]
-        xb, yb = x_train[idx], y_train[idx]
-        if config.flip:
-            xb = augment.random_flip(xb, augment_rng)
-        if config.crop_padding:
-            xb = augment.random_crop(xb, config.crop_padding, augment_rng)
-        targets = yb
-        if config.label_smoothing or config.mixup_alpha:
-            targets = soft_targets(yb, n_classes, config.label_smoothing, xb.dtype)
-        if config.mixup_alpha:
-            xb, targets = augment.mixup(xb, targets, config.mixup_alpha, mixup_rng)
-        lr = learning_rate(step, steps_per_epoch, config.learning_rate, config.epochs,
-                           config.lr_schedule, config.warmup_epochs, config.lr_step_epochs, config.lr_gamma)
-        logits = network.forward(xb, training=True)
-        loss, grad = softmax_cross_entropy(logits, targets)
-        if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"the training loss became {loss} at epoch {epoch}, step {step + 1} "
-                f"(learning rate {lr:g}); try a smaller learning_rate")
-        network.backward(grad)
-        optimizer.step(lr)
-        loss_sum += loss
-        step += 1
-    val_loss = val_acc = None
-    if x_val is not None and len(x_val) > 0:
-        val_loss, val_acc = evaluate_loss_accuracy(network, x_val, y_val)
-    return EpochRecord(epoch, loss_sum / steps_per_epoch, val_loss, val_acc, lr)
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int,
+            rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch of mini-batches (copies) in a fresh random order; the last may be smaller."""
+    order = rng.permutation(len(x))
+    for start in range(0, len(x), batch_size):
+        idx = order[start:start + batch_size]
+        yield x[idx], y[idx]
+
+
+def prepare_batch(xb: np.ndarray, yb: np.ndarray, config: TrainConfig, image_shape: tuple[int, int, int],
+                  n_classes: int, streams: RandomStreams) -> tuple[np.ndarray, np.ndarray]:
+    """Augment a batch as `config` asks: (inputs (B, D), targets: labels (B,) or distributions (B, K))."""
+    if config.flip:
+        xb = augment.random_flip(xb, image_shape, streams.augment)
+    if config.crop_padding:
+        xb = augment.random_crop(xb, image_shape, config.crop_padding, streams.augment)
+    targets = yb
+    if config.label_smoothing or config.mixup_alpha:
+        targets = soft_targets(yb, n_classes, config.label_smoothing, xb.dtype)
+    if config.mixup_alpha:
+        xb, targets = augment.mixup(xb, targets, config.mixup_alpha, streams.mixup)
+    return xb, targets
+
+
+def train_step(network: Network, optimizer: SGD, xb: np.ndarray, targets: np.ndarray, lr: float,
+               epoch: int, step: int) -> float:
+    """Forward, loss, backward and update on one batch; returns the batch's loss."""
+    logits = network.forward(xb, training=True)
+    loss, grad = softmax_cross_entropy(logits, targets)
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"the training loss became {loss} at epoch {epoch}, step {step + 1} "
+            f"(learning rate {lr:g}); try a smaller learning_rate")
+    network.backward(grad)
+    optimizer.step(lr)
+    return loss

@@ -1,4 +1,4 @@
-"""Shared plumbing for the stages: params, validation errors, atomic writes.
+"""Shared plumbing for the stages: one-line errors, atomic writes, array files.
 
 Every stage is `python -m stages.<name>` and goes through `run_stage`, so a
 `StageError` becomes one readable line on stderr and exit status 1 (never a
@@ -21,11 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import yaml
-
 import stages
 
-PARAMS_FILE = Path("params.yaml")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -59,57 +56,13 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
         sys.exit(1)
 
 
-# ---------------------------------------------------------------- params
+# ---------------------------------------------------------------- messages
 
 
-def load_params(section: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Return `params.yaml[section]` as a dict, or raise StageError saying what is wrong."""
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise StageError(f"cannot read {path}: {err.strerror}; run from the repository root") from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise StageError(f"{path} is not valid YAML{where}: {problem}; fix the file and rerun") from err
-    if not isinstance(data, dict) or not isinstance(data.get(section), dict):
-        raise StageError(f"{path}: missing section '{section}:' (a mapping of that stage's params)")
-    return data[section]
-
-
-_MISSING = object()
-
-
-def param(params: dict[str, Any], section: str, key: str, kind: type | tuple[type, ...],
-          check: Callable[[Any], bool] | None = None, allowed: str = "",
-          default: Any = _MISSING) -> Any:
-    """Fetch `params[key]`, checking its type and an optional predicate.
-
-    The error names the key as `params.yaml: section.key`, the bad value, and
-    what is allowed. `bool` is never accepted where a number is asked for
-    (YAML's `yes` would otherwise pass as 1).
-    """
-    where = f"{PARAMS_FILE}: {section}.{key}"
-    if key not in params:
-        if default is not _MISSING:
-            return default
-        raise StageError(f"{where} is missing; expected {allowed or _type_name(kind)}")
-    value = params[key]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    is_bool_for_number = isinstance(value, bool) and bool not in kinds
-    if is_bool_for_number or not isinstance(value, kinds):
-        raise StageError(f"{where}: {value!r} is a {type(value).__name__}; expected {allowed or _type_name(kind)}")
-    if check is not None and not check(value):
-        raise StageError(f"{where}: {value!r} is not allowed; expected {allowed}")
-    return value
-
-
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(k.__name__ for k in kinds)
+def quote(value: Any, limit: int = 60, bare: bool = False) -> str:
+    """`repr(value)` (or `str` if bare) for an error message, shortened to about `limit` characters."""
+    text = str(value) if bare else repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 15]}...({len(text)} chars)"
 
 
 # ---------------------------------------------------------------- atomic writes

@@ -13,16 +13,17 @@ plots/misclassified.csv), and prints a report.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from numpynet.augment import flip_horizontal
+from cifar10.layout import rows_to_pixels
+from numpynet.data import denormalize
+from numpynet.inference import class_probabilities
 from numpynet.metrics import classification_report, confusion_matrix, most_confident_errors
-from numpynet.model import from_arrays
-from stages import _plots
-from stages._io import StageError, load_params, param, load_npz, run_stage, write_json, write_text
+from stages import _model_file, _plots
+from stages.params import Boolean, Param, Section, load
+from stages._io import StageError, run_stage, write_json, write_text
 
 DATA = Path("data/prepared")
 MODEL = Path("models/model.npz")
@@ -32,6 +33,10 @@ CONFUSION_PNG = Path("plots/confusion_matrix.png")
 PER_CLASS_CSV = Path("plots/per_class.csv")
 ERRORS_CSV = Path("plots/misclassified.csv")
 ERRORS_PNG = Path("plots/misclassified.png")
+
+PARAMS = Section("evaluate", (
+    Param("flip_tta", Boolean(), "test-time augmentation: average the predictions for each image and its mirror"),
+))
 GALLERY_SIZE = 16
 
 
@@ -53,53 +58,32 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def to_rgb(rows: np.ndarray, normalization: dict) -> np.ndarray:
-    """Undo the input normalization: normalized rows (M, 3072) -> uint8 images (M, 32, 32, 3)."""
-    mean = np.asarray(normalization["mean"], np.float64)[:, None, None]
-    std = np.asarray(normalization["std"], np.float64)[:, None, None]
-    pixels = rows.reshape(-1, 3, 32, 32) * std + mean
-    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-
-
-def write_error_gallery(x_test: np.ndarray, y_test: np.ndarray, proba: np.ndarray, meta: dict) -> None:
-    names = meta["class_names"]
+def write_error_gallery(x_test: np.ndarray, y_test: np.ndarray, proba: np.ndarray, model: _model_file.Model) -> None:
+    names = model.class_names
     idx = most_confident_errors(y_test, proba, GALLERY_SIZE)
     pred = proba[idx].argmax(axis=1)
     conf = proba[idx, pred]
     write_text(ERRORS_CSV, "index,actual,predicted,probability\n" + "".join(
         f"{i},{names[y_test[i]]},{names[p]},{c:.4f}\n" for i, p, c in zip(idx, pred, conf)))
     captions = [f"true: {names[y_test[i]]}\npred: {names[p]} ({c:.2f})" for i, p, c in zip(idx, pred, conf)]
-    _plots.image_gallery(ERRORS_PNG, to_rgb(x_test[idx], meta["normalization"]), captions,
-                         title="Most confidently misclassified test images")
-
-
-def predict(network, x: np.ndarray, flip_tta: bool) -> np.ndarray:
-    """Class probabilities (N, K); with flip_tta, the mean over each image and its mirror image."""
-    proba = network.predict_proba(x)
-    if flip_tta:
-        proba = (proba + network.predict_proba(flip_horizontal(x))) / 2
-    return proba
+    pixels = rows_to_pixels(denormalize(x_test[idx], model.normalization), model.input_shape)
+    _plots.image_gallery(ERRORS_PNG, pixels, captions, title="Most confidently misclassified test images")
 
 
 def main() -> None:
-    flip_tta = param(load_params("evaluate"), "evaluate", "flip_tta", bool, None, "true or false")
-    try:
-        network, meta = from_arrays(load_npz(MODEL))
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
-        # a truncated or foreign file fails in zipfile or np.load, a malformed one in from_arrays
-        raise StageError(f"cannot load {MODEL}: it is missing or not a complete model file "
-                         f"({type(err).__name__}: {err}); run `dvc repro train` to rebuild it") from None
+    flip_tta = load(PARAMS)["flip_tta"]
+    model = _model_file.load(MODEL)
     try:
         x_test, y_test = np.load(DATA / "test_images.npy"), np.load(DATA / "test_labels.npy")
     except (OSError, ValueError, EOFError) as err:
         raise StageError(f"cannot read the test data in {DATA}/ ({err}); "
                          "run `dvc repro filter_normalize` first") from None
-    names = meta["class_names"]
-    if x_test.shape[1:] != (3072,) or (len(y_test) and y_test.max() >= len(names)):
+    names = model.class_names
+    if x_test.ndim != 2 or x_test.shape[1] != np.prod(model.input_shape) or (len(y_test) and y_test.max() >= len(names)):
         raise StageError(f"test data in {DATA}/ does not match the model ({len(names)} classes: {', '.join(names)}); "
                          "rerun `dvc repro`")
 
-    proba = predict(network, x_test, flip_tta)
+    proba = class_probabilities(model.network, x_test, model.input_shape, flip_tta)
     y_pred = proba.argmax(axis=1)
     report = classification_report(y_test, y_pred, names)
     write_json(METRICS, report)
@@ -107,7 +91,7 @@ def main() -> None:
     _plots.confusion_matrix(CONFUSION_PNG, confusion_matrix(y_test, y_pred, len(names)), names)
     write_text(PER_CLASS_CSV, "class_metric,value\n" + "".join(
         f"{name} {metric},{m[metric]:.6f}\n" for name, m in report["per_class"].items() for metric in ("precision", "recall", "f1")))
-    write_error_gallery(x_test, y_test, proba, meta)
+    write_error_gallery(x_test, y_test, proba, model)
     print(format_report(report))
 
 

@@ -22,13 +22,13 @@ train_labels.npy int64 (50000,), test_images.npy uint8 (10000, 3072), test_label
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 
-from numpynet import cifar
+from cifar10 import archive
 from stages._download import CONNECT_TIMEOUT, READ_TIMEOUT, RETRY_DELAYS, cached_download
-from stages._io import StageError, atomic_dir, load_params, param, run_stage, save_npy, write_json
+from stages.params import Hex, Mapping, Param, Section, Url, load
+from stages._io import StageError, atomic_dir, run_stage, save_npy, write_json
 
 OUT_DIR = Path("data/raw")
 ARCHIVE_ENV = "CIFAR10_ARCHIVE"  # a local archive to use instead of downloading
@@ -37,6 +37,12 @@ TIMEOUT_ENV = "CIFAR10_DOWNLOAD_TIMEOUT"  # seconds to connect and between bytes
 RETRY_ENV = "CIFAR10_RETRY_DELAYS"  # comma-separated seconds before each retry (tests use 0)
 LOCAL_HINT = (f"to use a local copy instead, set {ARCHIVE_ENV}=/path/to/cifar-10-python.tar.gz "
               "(e.g. ../shared/cifar10/cifar-10-python.tar.gz)")
+
+PARAMS = Section("fetch", (
+    Param("url", Url(), "where to download cifar-10-python.tar.gz"),
+    Param("md5", Hex(32), "md5 of the downloaded archive"),
+    Param("sha256", Mapping(archive.FINGERPRINT_KEYS, Hex(64)), "sha256 of the decoded arrays, whatever the source"),
+))
 
 
 def cache_dir(environ: os._Environ | dict = os.environ) -> Path:
@@ -70,21 +76,6 @@ def download_settings(environ: os._Environ | dict = os.environ) -> dict:
     return settings
 
 
-def _is_hex(n: int):
-    return lambda v: isinstance(v, str) and re.fullmatch(f"[0-9a-fA-F]{{{n}}}", v) is not None
-
-
-def read_params() -> tuple[str, str, dict[str, str]]:
-    p = load_params("fetch")
-    url = param(p, "fetch", "url", str, check=lambda u: u.startswith(("http://", "https://")),
-                allowed="an http:// or https:// URL")
-    md5 = param(p, "fetch", "md5", str, check=_is_hex(32), allowed="32 hex digits")
-    sha256 = param(p, "fetch", "sha256", dict,
-                   check=lambda d: set(d) == set(cifar.FINGERPRINT_KEYS) and all(map(_is_hex(64), d.values())),
-                   allowed=f"a mapping of {', '.join(cifar.FINGERPRINT_KEYS)} to 64 hex digits each")
-    return url, md5, sha256
-
-
 def locate_archive(url: str, md5: str) -> tuple[Path, str]:
     """Return (archive path, a few words on where it came from)."""
     local = os.environ.get(ARCHIVE_ENV)
@@ -108,17 +99,18 @@ def locate_archive(url: str, md5: str) -> tuple[Path, str]:
 
 def main() -> None:
     start = time.monotonic()
-    url, md5, expected = read_params()
+    values = load(PARAMS)
+    url, md5, expected = values["url"], values["md5"], values["sha256"]
     path, source = locate_archive(url, md5)
 
     try:
-        arrays = cifar.read_archive(path)
-    except cifar.CifarFormatError as err:
+        arrays = archive.read_archive(path)
+    except archive.CifarFormatError as err:
         raise StageError(f"{path}: {err}; use an intact cifar-10-python.tar.gz") from None
     except OSError as err:
         raise StageError(f"cannot read {path}: {err.strerror or err}") from None
 
-    wrong = cifar.fingerprint_mismatches(cifar.fingerprints(arrays), expected)
+    wrong = archive.fingerprint_mismatches(archive.fingerprints(arrays), expected)
     if wrong:
         raise StageError(
             f"{path}: decoded {', '.join(wrong)} differ from params.yaml fetch.sha256; this is not "

@@ -15,32 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar10.layout import CLASS_NAMES, IMAGE_SHAPE, ROW_LENGTH
 from numpynet.data import NORMALIZATIONS, normalization_stats, normalize, select_classes, stratified_split
-from stages._io import StageError, atomic_dir, load_params, param, run_stage, save_npy, write_json
+from stages.params import Choice, Integer, Names, Param, Real, Section, load
+from stages._io import StageError, atomic_dir, run_stage, save_npy, write_json
 
 RAW = Path("data/raw")
 OUT = Path("data/prepared")
 
-
-def read_params(all_names: list[str]) -> dict:
-    p = load_params("filter_normalize")
-    sec = "filter_normalize"
-    classes = param(p, sec, "classes", list, lambda v: 2 <= len(v) <= 10,
-                    f"a list of 2 to 10 distinct class names from: {', '.join(all_names)}")
-    for name in classes:
-        if not isinstance(name, str) or name not in all_names:
-            raise StageError(f"params.yaml: {sec}.classes: unknown class {name!r}; choose from {', '.join(all_names)}")
-    duplicates = sorted({c for c in classes if classes.count(c) > 1})
-    if duplicates:
-        raise StageError(f"params.yaml: {sec}.classes: {', '.join(map(repr, duplicates))} listed twice; each class may appear once")
-    return {
-        "classes": classes,
-        "normalize": param(p, sec, "normalize", str, lambda v: v in NORMALIZATIONS,
-                           f"one of {', '.join(NORMALIZATIONS)}"),
-        "val_fraction": float(param(p, sec, "val_fraction", (int, float), lambda v: 0 <= v <= 0.5,
-                                    "a number in [0, 0.5]")),
-        "seed": param(p, sec, "seed", int, lambda v: v >= 0, "a non-negative integer"),
-    }
+PARAMS = Section("filter_normalize", (
+    Param("classes", Names(CLASS_NAMES, 2), "the classes to keep, labelled 0..k-1 in this order"),
+    Param("normalize", Choice(NORMALIZATIONS), "scale: pixels / 255; standardize: per-channel mean and std of train"),
+    Param("val_fraction", Real(0, 0.5), "stratified validation split carved from train"),
+    Param("seed", Integer(0, 2 ** 63 - 1), "seed of the validation split"),
+))
 
 
 def load_raw(split: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +39,7 @@ def load_raw(split: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, ValueError, EOFError) as err:
         raise StageError(f"cannot read {RAW}/{split}_*.npy ({err}); run `dvc repro fetch` "
                          "(or `dvc checkout data/raw`) first") from None
-    if (images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3072 or labels.shape != images.shape[:1]
+    if (images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != ROW_LENGTH or labels.shape != images.shape[:1]
             or labels.dtype.kind not in "iu" or (labels.size and not 0 <= labels.min() <= labels.max() < n_classes)):
         raise StageError(f"{RAW}/{split}_*.npy are not what fetch writes (images {images.dtype} {images.shape}, "
                          f"labels {labels.dtype} {labels.shape}); run `dvc repro -f fetch` to rebuild {RAW}/")
@@ -59,19 +47,22 @@ def load_raw(split: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
+    values = load(PARAMS)
     try:
         all_names = json.loads((RAW / "class_names.json").read_text())
     except (OSError, ValueError) as err:
         raise StageError(f"cannot read {RAW}/class_names.json ({err}); run `dvc repro fetch` first") from err
-    params = read_params(all_names)
-    ids = [all_names.index(c) for c in params["classes"]]
+    if all_names != list(CLASS_NAMES):
+        raise StageError(f"{RAW}/class_names.json does not hold the CIFAR-10 names; run `dvc repro -f fetch`")
+    classes = list(values["classes"])
+    ids = [all_names.index(c) for c in classes]
 
     train_images, train_labels = select_classes(*load_raw("train", len(all_names)), ids)
     test_images, test_labels = select_classes(*load_raw("test", len(all_names)), ids)
-    train_idx, val_idx = stratified_split(train_labels, params["val_fraction"], np.random.default_rng(params["seed"]))
+    train_idx, val_idx = stratified_split(train_labels, values["val_fraction"], np.random.default_rng(values["seed"]))
     if len(train_idx) == 0:
-        raise StageError(f"no training images left for classes {params['classes']}")
-    stats = normalization_stats(train_images[train_idx], params["normalize"])  # train split only
+        raise StageError(f"no training images left for classes {classes}")
+    stats = normalization_stats(train_images[train_idx], values["normalize"], IMAGE_SHAPE[0])  # train split only
 
     splits = {
         "train": (train_images[train_idx], train_labels[train_idx]),
@@ -83,13 +74,13 @@ def main() -> None:
             save_npy(tmp / f"{split}_images.npy", normalize(images, stats))
             save_npy(tmp / f"{split}_labels.npy", labels.astype(np.int64))
         write_json(tmp / "dataset.json", {
-            "class_names": params["classes"],
-            "counts": {s: {"total": int(len(y)), **{c: int(np.sum(y == i)) for i, c in enumerate(params["classes"])}}
+            "class_names": classes,
+            "counts": {s: {"total": int(len(y)), **{c: int(np.sum(y == i)) for i, c in enumerate(classes)}}
                        for s, (_, y) in splits.items()},
-            "normalization": {"method": params["normalize"], **stats},
+            "normalization": {"method": values["normalize"], **stats},
         })
     counts = ", ".join(f"{s} {len(y)}" for s, (_, y) in splits.items())
-    print(f"filter_normalize: {', '.join(params['classes'])} -> {counts} ({params['normalize']})")
+    print(f"filter_normalize: {', '.join(classes)} -> {counts} ({values['normalize']})")
 
 
 if __name__ == "__main__":

@@ -10,60 +10,52 @@ plots/training.csv (one row per epoch) and plots/loss_curve.png.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from numpynet.model import build_cnn, build_mlp, to_arrays
+from cifar10.layout import IMAGE_SHAPE
+from numpynet.model import MODEL_KINDS, ModelSpec, build
 from numpynet.schedules import SCHEDULES
-from numpynet.training import EpochRecord, TrainConfig, TrainingDiverged, fit, rng_streams
-from stages import _plots
-from stages._io import StageError, load_params, param, run_stage, save_npz, write_json, write_text
+from numpynet.training import EpochRecord, RandomStreams, TrainConfig, TrainingDiverged, fit
+from stages import _model_file, _plots
+from stages.params import Boolean, Check, Choice, Integer, IntegerList, Param, Real, Section, load, make_config
+from stages._io import StageError, run_stage, write_json, write_text
 
 DATA = Path("data/prepared")
 MODEL = Path("models/model.npz")
 METRICS = Path("metrics/train.json")
 HISTORY = Path("plots/training.csv")
 LOSS_PNG = Path("plots/loss_curve.png")
-IMAGE_SHAPE = (3, 32, 32)  # a flat row is 3 channel planes of 32x32
 
-
-def read_params() -> tuple[dict, TrainConfig]:
-    p, s = load_params("train"), "train"
-    positive = lambda v: v > 0  # noqa: E731
-    hidden = param(p, s, "hidden_sizes", list, lambda v: len(v) > 0 and all(
-        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in v),
-        "a non-empty list of positive integers, e.g. [128, 64]")
-    model = param(p, s, "model", str, lambda v: v in ("mlp", "cnn"), "mlp or cnn")
-    conv = param(p, s, "conv_channels", list, lambda v: 1 <= len(v) <= 5 and all(
-        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in v),
-        "a list of 1 to 5 positive integers (one 3x3 conv + 2x2 max-pool block each), e.g. [32, 64, 128]")
-    arch = {"model": model, "conv_channels": conv, "hidden_sizes": hidden,
-            "dropout": float(param(p, s, "dropout", (int, float), lambda v: 0 <= v < 1, "a number in [0, 1)")),
-            "seed": param(p, s, "seed", int, lambda v: v >= 0, "a non-negative integer")}
-    config = TrainConfig(
-        learning_rate=float(param(p, s, "learning_rate", (int, float), positive, "a positive number, e.g. 0.01")),
-        batch_size=param(p, s, "batch_size", int, positive, "a positive integer, e.g. 64"),
-        epochs=param(p, s, "epochs", int, positive, "a positive integer, e.g. 50"),
-        momentum=float(param(p, s, "momentum", (int, float), lambda v: 0 <= v < 1, "a number in [0, 1)")),
-        nesterov=param(p, s, "nesterov", bool, None, "true or false"),
-        weight_decay=float(param(p, s, "weight_decay", (int, float), lambda v: v >= 0, "a number >= 0")),
-        lr_schedule=param(p, s, "lr_schedule", str, lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-        warmup_epochs=float(param(p, s, "warmup_epochs", (int, float), lambda v: v >= 0, "a number >= 0")),
-        lr_step_epochs=param(p, s, "lr_step_epochs", int, positive, "a positive integer"),
-        lr_gamma=float(param(p, s, "lr_gamma", (int, float), lambda v: 0 < v <= 1, "a number in (0, 1]")),
-        flip=param(p, s, "flip", bool, None, "true or false"),
-        crop_padding=param(p, s, "crop_padding", int, lambda v: 0 <= v <= 16, "an integer in [0, 16]"),
-        restore_best=param(p, s, "restore_best", bool, None, "true or false"),
-        label_smoothing=float(param(p, s, "label_smoothing", (int, float), lambda v: 0 <= v < 1, "a number in [0, 1)")),
-        mixup_alpha=float(param(p, s, "mixup_alpha", (int, float), lambda v: 0 <= v < math.inf,
-                                "a finite number >= 0, e.g. 0.2")),
-    )
-    if config.nesterov and config.momentum == 0:
-        raise StageError("params.yaml: train.nesterov is true but train.momentum is 0; set a momentum, e.g. 0.9")
-    return arch, config
+PARAMS = Section("train", (
+    Param("model", Choice(MODEL_KINDS), "the network"),
+    Param("conv_channels", IntegerList(1, 5, 1, 1024), "cnn: one 3x3 conv + ReLU + 2x2 max-pool block per entry"),
+    Param("hidden_sizes", IntegerList(1, 8, 1, 16384), "widths of the ReLU hidden layers"),
+    Param("learning_rate", Real(0, 10, "right"), "base learning rate"),
+    Param("batch_size", Integer(1, 65536), "images per SGD step"),
+    Param("epochs", Integer(1, 100_000), "passes over the training split"),
+    Param("seed", Integer(0, 2 ** 63 - 1), "weight init, shuffling, dropout and augmentation draws"),
+    Param("momentum", Real(0, 1, "left"), "SGD momentum, 0 = plain SGD"),
+    Param("nesterov", Boolean(), "Nesterov look-ahead (needs momentum > 0)"),
+    Param("weight_decay", Real(0, 1, "left"), "L2 penalty on weights, never biases; 0 = off"),
+    Param("lr_schedule", Choice(SCHEDULES), "how the learning rate changes over the run"),
+    Param("warmup_epochs", Real(0, 100_000), "linear warm-up to learning_rate over this many epochs"),
+    Param("lr_step_epochs", Integer(1, 100_000), "step schedule: multiply by lr_gamma every this many epochs"),
+    Param("lr_gamma", Real(0, 1, "right"), "step schedule: the factor"),
+    Param("dropout", Real(0, 1, "left"), "inverted dropout on hidden layers, 0 = off"),
+    Param("flip", Boolean(), "augmentation: random horizontal flip"),
+    Param("crop_padding", Integer(0, 16), "augmentation: random crop after zero-padding this many pixels"),
+    Param("restore_best", Boolean(), "keep the weights of the best-validation-accuracy epoch"),
+    Param("label_smoothing", Real(0, 1, "left"), "targets 1 - eps + eps/K and eps/K instead of one-hot"),
+    Param("mixup_alpha", Real(0, 1000), "mixup with weight ~ Beta(alpha, alpha), 0 = off"),
+), checks=(
+    Check(lambda v: not v["nesterov"] or v["momentum"] > 0,
+          "nesterov is true but momentum is 0; set a momentum, e.g. 0.9, or nesterov: false"),
+    Check(lambda v: v["warmup_epochs"] <= v["epochs"],
+          "warmup_epochs is longer than the run (epochs); choose at most epochs"),
+))
 
 
 def progress(total: int):
@@ -85,51 +77,41 @@ def progress(total: int):
     return log, lambda: None
 
 
-def build_and_fit(arch: dict, config: TrainConfig, class_names: list[str], x_train: np.ndarray,
-                  y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-                  rngs: dict[str, np.random.Generator]):
-    """Build the network the params describe and train it; returns (network, TrainResult)."""
-    if arch["model"] == "cnn":
-        network = build_cnn(IMAGE_SHAPE, arch["conv_channels"], arch["hidden_sizes"], len(class_names),
-                            rngs["init"], arch["dropout"], rngs["dropout"])
-    else:
-        network = build_mlp(x_train.shape[1], arch["hidden_sizes"], len(class_names), rngs["init"],
-                            arch["dropout"], rngs["dropout"])
-    on_epoch, done = progress(config.epochs)
+def read_prepared() -> tuple[dict, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(dataset.json, (x_train, y_train), (x_val, y_val)) from data/prepared/."""
     try:
-        return network, fit(network, x_train, y_train, x_val, y_val, config, rngs["shuffle"], rngs["augment"],
-                            on_epoch, rngs["mixup"])
-    finally:
-        done()
+        info = json.loads((DATA / "dataset.json").read_text())
+        train = np.load(DATA / "train_images.npy"), np.load(DATA / "train_labels.npy")
+        val = np.load(DATA / "val_images.npy"), np.load(DATA / "val_labels.npy")
+    except (OSError, ValueError) as err:
+        raise StageError(f"cannot read the prepared data in {DATA}/ ({err}); run `dvc repro filter_normalize` first") from err
+    return info, train, val
 
 
 def main() -> None:
-    arch, config = read_params()
-    try:
-        info = json.loads((DATA / "dataset.json").read_text())
-        x_train, y_train = np.load(DATA / "train_images.npy"), np.load(DATA / "train_labels.npy")
-        x_val, y_val = np.load(DATA / "val_images.npy"), np.load(DATA / "val_labels.npy")
-    except (OSError, ValueError) as err:
-        raise StageError(f"cannot read the prepared data in {DATA}/ ({err}); run `dvc repro filter_normalize` first") from err
-    if config.batch_size > len(x_train):
+    values = load(PARAMS)
+    spec, config = make_config(ModelSpec, values), make_config(TrainConfig, values)
+    info, train, val = read_prepared()
+    if config.batch_size > len(train[0]):
         raise StageError(f"params.yaml: train.batch_size: {config.batch_size} is larger than the "
-                         f"training set ({len(x_train)} images); choose at most {len(x_train)}")
+                         f"training set ({len(train[0])} images); choose at most {len(train[0])}")
     class_names = info["class_names"]
 
-    rngs = rng_streams(arch["seed"])
+    streams = RandomStreams.from_seed(values["seed"])
+    on_epoch, done = progress(config.epochs)
     try:
-        network, result = build_and_fit(arch, config, class_names, x_train, y_train, x_val, y_val, rngs)
+        network = build(spec, IMAGE_SHAPE, len(class_names), streams.init, streams.dropout)
+        result = fit(network, train, val, config, streams, IMAGE_SHAPE, on_epoch)
     except MemoryError:
-        sizes = (f"conv_channels {arch['conv_channels']}, " if arch["model"] == "cnn" else "") + \
-            f"hidden_sizes {arch['hidden_sizes']}, batch_size {config.batch_size}"
+        sizes = (f"conv_channels {list(spec.conv_channels)}, " if spec.model == "cnn" else "") + \
+            f"hidden_sizes {list(spec.hidden_sizes)}, batch_size {config.batch_size}"
         raise StageError(f"params.yaml: train: the network ({sizes}) does not fit in memory; "
                          "choose smaller train.hidden_sizes (or conv_channels / batch_size)") from None
     except TrainingDiverged as err:
         raise StageError(str(err)) from err
-
-    meta = {"model": arch["model"], "class_names": class_names, "normalization": info["normalization"],
-            "input_shape": list(IMAGE_SHAPE), "input_layout": "CIFAR channel planes: 1024 R, 1024 G, 1024 B, each 32x32 row-major"}
-    save_npz(MODEL, to_arrays(network, meta))
+    finally:
+        done()
+    _model_file.save(MODEL, network, spec.model, class_names, info["normalization"], IMAGE_SHAPE)
 
     h = result.history
     last = h[-1]

@@ -36,10 +36,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck")
-N_CLASSES = len(CLASS_NAMES)
-IMAGE_SIZE = 3 * 32 * 32  # values per image: red plane, green plane, blue plane, 32x32 each
+from cifar10.layout import CLASS_NAMES, N_CLASSES, ROW_LENGTH
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))  # concatenated in this order
@@ -257,18 +254,18 @@ def _pixels(value: Any, where: str) -> np.ndarray:
             raise CifarFormatError(f"{where}: b'data' is an ndarray without its data")
         value = value.array
     if isinstance(value, (bytes, bytearray)):
-        if len(value) % IMAGE_SIZE:
-            raise CifarFormatError(f"{where}: b'data' holds {len(value)} bytes, not a multiple of {IMAGE_SIZE}")
-        return np.frombuffer(value, dtype=np.uint8).reshape(-1, IMAGE_SIZE)
+        if len(value) % ROW_LENGTH:
+            raise CifarFormatError(f"{where}: b'data' holds {len(value)} bytes, not a multiple of {ROW_LENGTH}")
+        return np.frombuffer(value, dtype=np.uint8).reshape(-1, ROW_LENGTH)
     if isinstance(value, list):
         try:
             value = np.asarray(value)
         except (ValueError, TypeError, OverflowError):
-            raise CifarFormatError(f"{where}: b'data' is a ragged or mixed list; expected N rows of {IMAGE_SIZE} ints") from None
+            raise CifarFormatError(f"{where}: b'data' is a ragged or mixed list; expected N rows of {ROW_LENGTH} ints") from None
     if not isinstance(value, np.ndarray):
         raise CifarFormatError(f"{where}: b'data' is a {type(value).__name__}; expected a uint8 array")
-    if value.ndim != 2 or value.shape[1] != IMAGE_SIZE:
-        raise CifarFormatError(f"{where}: b'data' has shape {value.shape}; expected (N, {IMAGE_SIZE})")
+    if value.ndim != 2 or value.shape[1] != ROW_LENGTH:
+        raise CifarFormatError(f"{where}: b'data' has shape {value.shape}; expected (N, {ROW_LENGTH})")
     if value.dtype != np.uint8:
         # another integer type is accepted only when every value fits uint8 exactly
         if value.dtype.kind not in "iu" or (value.size and (value.min() < 0 or value.max() > 255)):

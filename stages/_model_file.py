@@ -1,0 +1,96 @@
+"""models/model.npz as the stages use it: `save` after training, `load` for evaluate and predict.
+
+The file is `numpynet.model.to_arrays` written with `_io.save_npz`; its meta holds what a user of
+the model needs besides the weights: the class names (in output order), the input normalization
+and the image shape. `load` is the one loader of the project: whatever is wrong with the file
+(missing, truncated, foreign, crafted), it ends in one StageError naming the file and the
+problem, and it refuses models that would load but give meaningless answers.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cifar10.layout import LAYOUT
+from numpynet.model import MODEL_KINDS, ModelFormatError, Network, from_arrays, to_arrays
+from stages._io import StageError, quote, save_npz
+
+MAX_MODEL_BYTES = 1 << 30   # decompressed; the README's largest model is ~15 MB
+MAX_ENTRIES = 1024
+
+
+@dataclass(frozen=True)
+class Model:
+    network: Network
+    kind: str                          # mlp | cnn
+    class_names: list[str]             # output k is class_names[k]
+    normalization: dict[str, Any]      # {"method", "mean": [C], "std": [C]} in pixel units
+    input_shape: tuple[int, int, int]  # (C, H, W) of the images, given to the network as rows
+
+
+def save(path: Path, network: Network, kind: str, class_names: list[str], normalization: dict[str, Any],
+         input_shape: tuple[int, int, int]) -> None:
+    meta = {"model": kind, "class_names": list(class_names), "normalization": normalization,
+            "input_shape": list(input_shape), "input_layout": LAYOUT}
+    save_npz(path, to_arrays(network, meta))
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The entries of an .npz, after checking from the zip directory that they are few and small."""
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ENTRIES or sum(i.file_size for i in infos) > MAX_MODEL_BYTES:
+            raise ModelFormatError(f"it declares {len(infos)} entries of {sum(i.file_size for i in infos)} "
+                                   f"bytes in all; a model file holds at most {MAX_ENTRIES} entries, "
+                                   f"{MAX_MODEL_BYTES >> 20} MiB")
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _check_meta(meta: dict[str, Any], n_outputs: int) -> None:
+    kind, names, norm = meta.get("model"), meta.get("class_names"), meta.get("normalization")
+    if kind not in MODEL_KINDS:
+        raise ModelFormatError(f"meta model is {quote(kind)}; expected one of {', '.join(MODEL_KINDS)}")
+    if not (isinstance(names, list) and all(isinstance(n, str) and 0 < len(n) <= 100 for n in names)
+            and len(set(names)) == len(names)):
+        raise ModelFormatError(f"meta class_names is {quote(names)}; expected a list of distinct names")
+    if len(names) != n_outputs:
+        raise ModelFormatError(f"it names {len(names)} classes for {n_outputs} outputs")
+    channels = meta["input_shape"][0]
+    if not isinstance(norm, dict):
+        raise ModelFormatError(f"meta normalization is {quote(norm)}; expected mean and std per channel")
+    for key in ("mean", "std"):
+        values = norm.get(key)
+        if not (isinstance(values, list) and len(values) == channels
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)):
+            raise ModelFormatError(f"meta normalization {key} is {quote(values)}; expected {channels} finite numbers")
+    if not all(v > 0 for v in norm["std"]):
+        raise ModelFormatError(f"meta normalization std {quote(norm['std'])} has a value <= 0")
+
+
+def load(path: Path) -> Model:
+    """The model in `path`, checked; StageError (one line) for anything wrong with the file."""
+    hint = "run `dvc repro train` to rebuild it" if path == Path("models/model.npz") else \
+        "give a model file written by the train stage"
+    try:
+        if path.stat().st_size > MAX_MODEL_BYTES:
+            raise ModelFormatError(f"it is larger than {MAX_MODEL_BYTES >> 20} MiB")
+        network, meta = from_arrays(_read_arrays(path))
+        _check_meta(meta, network.n_outputs)
+    except FileNotFoundError:
+        raise StageError(f"model file {path} does not exist; {hint}") from None
+    except IsADirectoryError:
+        raise StageError(f"model file {path} is a folder; {hint}") from None
+    except PermissionError as err:
+        raise StageError(f"cannot read the model file {path} ({err.strerror}); fix its permissions") from None
+    except (ModelFormatError, zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, MemoryError) as err:
+        # truncated or foreign files fail in zipfile or np.load, crafted ones in from_arrays
+        problem = str(err) or type(err).__name__
+        raise StageError(f"{path} is not a usable model file: {quote(problem, 200, bare=True)}; {hint}") from None
+    return Model(network, meta["model"], meta["class_names"], meta["normalization"], meta["input_shape"])
