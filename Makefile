@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine (Python >= 3.11, git, make):
 #   make repro         create .venv, install pinned deps, run the whole DVC pipeline
-#   make test          create .venv, install pinned deps + test deps, run the test suite
+#   make test          create .venv, install pinned deps + test deps, lint (ruff), run the test suite
 # and, for CI and anyone who wants proof that the committed results reproduce:
 #   make rerun-check   recompute every stage from the data in a clone of HEAD, compare metrics
 # Set CIFAR10_ARCHIVE=/path/to/cifar-10-python.tar.gz to use a local copy instead of downloading.
@@ -22,6 +22,7 @@ repro: $(VENV)/.runtime-installed
 	dvc repro
 
 test: $(VENV)/.test-installed
+	ruff check .
 	python -m pytest
 
 rerun-check: $(VENV)/.runtime-installed

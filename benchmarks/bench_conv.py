@@ -29,11 +29,11 @@ if __name__ == "__main__" and "--threads" in sys.argv:
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = _threads
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from numpynet.conv import Conv2D, Flatten, MaxPool2D  # noqa: E402
-from numpynet.layers import Dense, Layer, ReLU  # noqa: E402
-from numpynet.losses import softmax_cross_entropy  # noqa: E402
+from numpynet.conv import Conv2D, Flatten, MaxPool2D
+from numpynet.layers import Dense, Layer, ReLU
+from numpynet.losses import softmax_cross_entropy
 
 N_IMAGES = 13_500         # train split of 3 CIFAR-10 classes (15,000 minus 10% validation)
 IMAGE_SHAPE = (3, 32, 32)

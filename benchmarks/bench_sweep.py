@@ -54,8 +54,8 @@ def sweep_round(repo: Path, jobs: int, threads: str | None, seeds: int, prefix: 
     for seed in range(seeds):
         dvc(repo, "exp", "run", "--queue", "-f", "-S", f"train.seed={seed}", "-n", f"{prefix}seed{seed}", env=env)
     start = time.perf_counter()
-    log = open(repo.parent / f"queue-{prefix}.log", "w")
-    subprocess.run([DVC, "queue", "start", "-j", str(jobs)], cwd=repo, env=env, stdout=log, stderr=log, check=True)
+    with open(repo.parent / f"queue-{prefix}.log", "w") as log:
+        subprocess.run([DVC, "queue", "start", "-j", str(jobs)], cwd=repo, env=env, stdout=log, stderr=log, check=True)
     while True:
         time.sleep(2)
         out = dvc(repo, "queue", "status", env=env)

@@ -31,6 +31,7 @@ from a 2-thread OpenBLAS run), so the best run is the closest to what the code i
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -51,7 +52,7 @@ STAGES = ("fetch", "filter_normalize", "train", "evaluate")
 
 def mlp_flops_per_epoch(n: int, sizes: list[int]) -> float:
     """Matmul FLOPs of one epoch: forward + weight grads for every layer, input grads for all but the first."""
-    pairs = list(zip(sizes[:-1], sizes[1:]))
+    pairs = list(itertools.pairwise(sizes))
     per_sample = sum(2 * 2 * a * b for a, b in pairs) + sum(2 * a * b for a, b in pairs[1:])
     return float(n) * per_sample
 

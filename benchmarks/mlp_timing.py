@@ -21,15 +21,16 @@ Configs (both on the prepared training split, no validation pass, so only traini
 
 from __future__ import annotations
 
-import stages  # first: pins OpenBLAS's kernels exactly as the stages run them
-
 import argparse
 import dataclasses
+import itertools
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+import stages  # first: pins OpenBLAS's kernels exactly as the stages run them
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = {"hidden_sizes": [128, 64], "learning_rate": 0.01, "batch_size": 64, "dropout": 0.0}
@@ -105,10 +106,9 @@ def numpy_setup(config: str, epochs: int):
 
 
 def run_numpy(x: np.ndarray, y: np.ndarray, config: str, epochs: int, profile: bool) -> dict:
+    from numpynet import parallel
     from numpynet.model import build_mlp
     from numpynet.training import fit, rng_streams
-
-    from numpynet import parallel
 
     parallel.set_workers(stages.threads())  # as run_stage does
     cfg, hidden, dropout, seed = numpy_setup(config, epochs)
@@ -175,7 +175,7 @@ def run_torch(x: np.ndarray, y: np.ndarray, epochs: int) -> dict:
     torch.manual_seed(0)
     sizes = [x.shape[1], *REFERENCE["hidden_sizes"], int(y.max()) + 1]
     layers: list = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
     model = torch.nn.Sequential(*layers[:-1])
     opt = torch.optim.SGD(model.parameters(), lr=REFERENCE["learning_rate"])

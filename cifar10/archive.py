@@ -322,9 +322,18 @@ class _CappedStream:
     is the reader)."""
 
     def __init__(self, raw: BinaryIO, limit: int) -> None:
+        self._raw = raw
         self._gz = gzip.GzipFile(fileobj=raw, mode="rb")
         self._limit = limit
         self.count = 0
+
+    def _starts_as_gzip(self) -> bool:
+        """The file opens with a gzip header: a 'not gzip' error then concerns what follows the stream."""
+        try:
+            self._raw.seek(0)
+            return self._raw.read(2) == b"\x1f\x8b"
+        except (OSError, ValueError):
+            return False
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
@@ -332,6 +341,11 @@ class _CappedStream:
         try:
             data = self._gz.read(size)
         except gzip.BadGzipFile as err:
+            if "Not a gzipped file" in str(err) and self._starts_as_gzip():
+                raise CifarFormatError(
+                    "has data after the end of its gzip stream (bytes appended to the file, or two files "
+                    "joined?); `gzip -t` only warns of such 'trailing garbage', but the file is not the "
+                    "archive as published") from None
             if "Not a gzipped file" in str(err):
                 raise CifarFormatError(f"not a gzip file ({err}); expected cifar-10-python.tar.gz") from None
             raise CifarFormatError(f"corrupt gzip data ({err})") from None

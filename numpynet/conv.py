@@ -81,11 +81,9 @@ def _conv_param_grads(cols: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.
     f = dy.shape[1]
     if k * f > TINY_WEIGHTS:
         return matmul(cols.T, dy), db               # dW = cols^T dY
-    # The input layer: a 27 x 32 dW summed over 65,536 pixels. As one GEMM, multithreaded
-    # OpenBLAS (which splits a long sum into many steps its threads synchronise on) took 1.6 s
-    # instead of 4 ms, repeatedly, while other processes kept both cores busy. Instead: a stack
-    # of DW_STACK_ROWS-row products, each small enough for BLAS to run on the calling thread
-    # (as fast on one core: the work is memory-bound), then summed.
+    # The input layer: a 27 x F dW summed over every pixel of the batch, a long, thin,
+    # memory-bound product that multithreaded BLAS handles badly. Computed as a stack of
+    # DW_STACK_ROWS-row products, then summed; that summation order is part of the results.
     r = DW_STACK_ROWS
     p = m // r
     cols_stack, dy_stack = cols[:p * r].reshape(p, r, k), dy[:p * r].reshape(p, r, f)
@@ -253,7 +251,7 @@ class MaxPool2D(Layer):
     kind = "maxpool2d"
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        n, c, h, w = x.shape
+        h, w = x.shape[2:]
         if h % 2 or w % 2:
             raise ValueError(f"MaxPool2D needs even height and width, got input of shape {x.shape}")
         tl, tr = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]

@@ -32,7 +32,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, rng: np.random.Gen
     val = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        n_val = int(round(val_fraction * len(idx)))
+        n_val = round(val_fraction * len(idx))
         val.append(rng.permutation(idx)[:n_val])
     val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
     train_mask = np.ones(len(labels), bool)

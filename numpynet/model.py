@@ -12,10 +12,12 @@ building anything, and raises `ModelFormatError` saying what is wrong.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +100,7 @@ def build_mlp(n_inputs: int, hidden_sizes: list[int], n_classes: int, rng: np.ra
     """
     layers: list[Layer] = []
     sizes = [n_inputs, *hidden_sizes]
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for n_in, n_out in itertools.pairwise(sizes):
         layers += [Dense(n_in, n_out, rng, dtype), ReLU()]
         if dropout > 0:
             layers.append(Dropout(dropout, dropout_rng))
@@ -141,6 +143,12 @@ def to_arrays(network: Network, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """repr(value) for a message, shortened to about `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 15]}...({len(text)} chars)"
+
+
 def _json_entry(arrays: dict[str, np.ndarray], key: str) -> Any:
     entry = arrays.get(key)
     if entry is None:
@@ -156,7 +164,7 @@ def _json_entry(arrays: dict[str, np.ndarray], key: str) -> Any:
 def _count(spec: dict, key: str, where: str) -> int:
     value = spec.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_UNITS:
-        raise ModelFormatError(f"{where}: {key} is {str(value)[:40]!r}; expected an integer in 1..{MAX_UNITS}")
+        raise ModelFormatError(f"{where}: {key} is {_short(value)}; expected an integer in 1..{MAX_UNITS}")
     return value
 
 
@@ -164,7 +172,7 @@ def _check_layer(spec: Any, shape: tuple[int, ...], where: str) -> tuple[int, ..
     """The output shape (per image) of the layer `spec` describes for input `shape`, after
     checking the spec and that the two fit together. Allocates nothing."""
     if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):
-        raise ModelFormatError(f"{where} is {str(spec)[:60]!r}; expected an object with a 'kind'")
+        raise ModelFormatError(f"{where} is {_short(spec)}; expected an object with a 'kind'")
     kind = spec["kind"]
     if kind == "dense":
         n_in, n_out = _count(spec, "n_in", where), _count(spec, "n_out", where)
@@ -176,13 +184,13 @@ def _check_layer(spec: Any, shape: tuple[int, ...], where: str) -> tuple[int, ..
     if kind == "dropout":
         rate = spec.get("rate")
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ModelFormatError(f"{where}: dropout rate {str(rate)[:40]!r} is not in [0, 1)")
+            raise ModelFormatError(f"{where}: dropout rate {_short(rate)} is not in [0, 1)")
         return shape
     if kind == "reshape":
         target = spec.get("shape")
         if not (isinstance(target, list) and 1 <= len(target) <= 3
                 and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_UNITS for d in target)):
-            raise ModelFormatError(f"{where}: reshape to {str(target)[:40]!r}; expected 1 to 3 positive sizes")
+            raise ModelFormatError(f"{where}: reshape to {_short(target)}; expected 1 to 3 positive sizes")
         if math.prod(target) != math.prod(shape):
             raise ModelFormatError(f"{where}: cannot reshape {shape} into {tuple(target)}")
         return tuple(target)
@@ -199,7 +207,7 @@ def _check_layer(spec: Any, shape: tuple[int, ...], where: str) -> tuple[int, ..
         if len(shape) != 3:
             raise ModelFormatError(f"{where}: flatten needs (C, H, W) images, receives {shape}")
         return (math.prod(shape),)
-    raise ModelFormatError(f"{where}: unknown layer kind {kind[:40]!r}")
+    raise ModelFormatError(f"{where}: unknown layer kind {_short(kind)}")
 
 
 def _param_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -240,10 +248,10 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> tuple[Network, dict[str, Any]]
     shape = meta.get("input_shape") if isinstance(meta, dict) else None
     if not (isinstance(shape, list) and len(shape) == 3
             and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_UNITS for d in shape)):
-        raise ModelFormatError(f"meta input_shape is {str(shape)[:40]!r}; expected [channels, height, width]")
+        raise ModelFormatError(f"meta input_shape is {_short(shape)}; expected [channels, height, width]")
     input_shape = meta["input_shape"] = tuple(shape)
     if not isinstance(specs, list) or not 1 <= len(specs) <= MAX_LAYERS:
-        raise ModelFormatError(f"'architecture' is {str(specs)[:60]!r}; expected a list of 1 to {MAX_LAYERS} layers")
+        raise ModelFormatError(f"'architecture' is {_short(specs)}; expected a list of 1 to {MAX_LAYERS} layers")
     shape = (math.prod(input_shape),)
     for i, spec in enumerate(specs):
         shape = _check_layer(spec, shape, f"layer {i}")

@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-MIN_SPLIT_MACS = 1 << 24   # one block per this many multiply-adds (~0.3 ms on one core); handing
-                           # a thread less work than that costs more than it saves
+MIN_SPLIT_MACS = 1 << 24   # one block per this many multiply-adds: handing a thread less work
+                           # than that costs more than it saves (benchmarks/mlp_timing.py)
 MAX_BLOCKS = 4             # at most this many blocks, so up to 4 workers have work
 ALIGN = 16                 # block edges fall on multiples of 16 rows / columns (BLAS tile sizes)
 
@@ -81,9 +81,9 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if len(edges) == 2:
         return np.matmul(a, b, out=out)
     if m >= n:
-        jobs = [(a[s:e], b, out[s:e]) for s, e in zip(edges, edges[1:])]
+        jobs = [(a[s:e], b, out[s:e]) for s, e in itertools.pairwise(edges)]
     else:
-        jobs = [(a, b[:, s:e], out[:, s:e]) for s, e in zip(edges, edges[1:])]
+        jobs = [(a, b[:, s:e], out[:, s:e]) for s, e in itertools.pairwise(edges)]
     if _pool is None:
         for x, y, o in jobs:
             np.matmul(x, y, out=o)

@@ -34,7 +34,7 @@ class Schedule:
     def per_epoch(cls, kind: str, base_lr: float, epochs: int, steps_per_epoch: int,
                   warmup_epochs: float = 0.0, step_epochs: int = 10, gamma: float = 0.1) -> Schedule:
         """The schedule with its warm-up and decay period given in epochs."""
-        return cls(kind, base_lr, epochs * steps_per_epoch, int(round(warmup_epochs * steps_per_epoch)),
+        return cls(kind, base_lr, epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch),
                    steps_per_epoch * step_epochs, gamma)
 
     def __call__(self, step: int) -> float:

@@ -7,8 +7,8 @@ Pure: takes arrays, a `TrainConfig` and `RandomStreams`, returns the per-epoch h
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from typing import Callable, Iterator
 
 import numpy as np
 

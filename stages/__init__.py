@@ -82,7 +82,7 @@ def pin_blas_kernels() -> None:
     """Ask OpenBLAS for its AVX2 kernels on x86-64 CPUs that have AVX2 + FMA (it reads the
     variable when NumPy loads it)."""
     if (platform.machine().lower() in ("x86_64", "amd64") and "numpy" not in sys.modules
-            and NEEDED_CPU_FLAGS <= cpu_flags()):
+            and cpu_flags() >= NEEDED_CPU_FLAGS):
         os.environ.setdefault("OPENBLAS_CORETYPE", BLAS_CORETYPE)
 
 

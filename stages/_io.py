@@ -10,17 +10,22 @@ a final name.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import io
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
+
 import stages
 
 _UMASK = os.umask(0)
@@ -34,8 +39,11 @@ class StageError(Exception):
 def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's `main`, turning `StageError` into `<name>: error: ...` and exit 1.
 
-    A stage that computes matrix products (it has imported `numpynet.parallel`) computes them
-    on `stages.threads()` threads."""
+    Storage failures (a read-only or full disk, a file size limit, a vanished folder) and running
+    out of memory end the same way. A stage that computes matrix products (it has imported
+    `numpynet.parallel`) computes them on `stages.threads()` threads."""
+    if hasattr(signal, "SIGXFSZ"):  # over a file size limit (ulimit -f): an OSError, not a kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         if stages.THREADS_PROBLEM:
             raise StageError(stages.THREADS_PROBLEM)
@@ -43,40 +51,56 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
             sys.modules["numpynet.parallel"].set_workers(stages.threads())
         main()
     except StageError as err:
-        print(f"{name}: error: {err}", file=sys.stderr)
-        sys.exit(1)
+        _fail(name, str(err))
     except KeyboardInterrupt:
         print(f"{name}: interrupted; no output was written under its final name", file=sys.stderr)
         sys.exit(130)
-    except OSError as err:  # storage: a read-only folder, a full disk, a vanished file
-        where = f" {err.filename}" if err.filename else ""
-        print(f"{name}: error: cannot read or write{where}: {err.strerror or err}; check that the "
-              "folder exists, is writable and has free space, then rerun (earlier outputs are intact)",
-              file=sys.stderr)
-        sys.exit(1)
+    except OSError as err:
+        where = f" {quote(err.filename, 200, bare=True)}" if err.filename else ""
+        _fail(name, f"cannot read or write{where}: {err.strerror or err}; check that the folder exists, is "
+                    "writable and has free space, then rerun (earlier outputs are intact)")
+    except MemoryError:
+        _fail(name, "ran out of memory; close other programs or use a machine with more memory "
+                    "(earlier outputs are intact)")
+
+
+def _fail(name: str, message: str) -> None:
+    print(f"{name}: error: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
 # ---------------------------------------------------------------- messages
 
 
 def quote(value: Any, limit: int = 60, bare: bool = False) -> str:
-    """`repr(value)` (or `str` if bare) for an error message, shortened to about `limit` characters."""
-    text = str(value) if bare else repr(value)
+    """`repr(value)` (or `str` if bare, control characters escaped) for a one-line error message,
+    shortened to about `limit` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value)) if bare else repr(value)
     return text if len(text) <= limit else f"{text[:limit - 15]}...({len(text)} chars)"
 
 
 # ---------------------------------------------------------------- atomic writes
+# The rule for temporary names: a writer makes `.<name>.<pid>.<random>.tmp` (and, while it swaps
+# a folder into place, `.<name>.<pid>.<random>.old`) beside the output `<name>`, and removes only
+# leftovers whose <pid> is no longer running. So a writer never touches a file of another live
+# writer, and two processes writing the same output both finish with complete files: the last
+# one to finish wins.
+
+
+def _owner(leftover: Path, name: str) -> int | None:
+    """The pid in a temporary name of output `name`, or None if it is not one of ours."""
+    core = leftover.name[len(name) + 2:]
+    pid, _, rest = core.partition(".")
+    if not (pid.isdigit() and rest.endswith((".tmp", ".old"))):
+        return None
+    return int(pid)
 
 
 def _remove_stale(path: Path) -> None:
-    """Delete leftovers of earlier runs killed mid-write: `.name.*.tmp` and `.name.old.<pid>`
-    beside `path`, unless the process that made them is still running."""
-    for leftover in path.parent.glob(f".{path.name}.*"):
-        suffix = leftover.name[len(path.name) + 2:]
-        pid = suffix[4:] if suffix.startswith("old.") else None
-        if not (suffix.endswith(".tmp") or (pid and pid.isdigit())):
-            continue
-        if pid and _alive(int(pid)):
+    """Delete the temporary files and folders beside `path` whose writer is no longer running."""
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        pid = _owner(leftover, path.name)
+        if pid is None or pid == os.getpid() or _alive(pid):
             continue
         if leftover.is_dir() and not leftover.is_symlink():
             shutil.rmtree(leftover, ignore_errors=True)
@@ -89,9 +113,13 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return True
-    return pid != os.getpid()
+    return True
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
 
 
 @contextlib.contextmanager
@@ -100,7 +128,7 @@ def _atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -112,11 +140,10 @@ def _atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    with _atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    with _atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_text(path: Path, text: str) -> None:
@@ -162,20 +189,39 @@ def save_figure(path: Path, fig: Any) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success it replaces `path` as a whole."""
+    """Yield an empty temporary folder; on success it replaces `path` as a whole.
+
+    The old folder is renamed aside, the new one renamed into place, the old one deleted. If
+    another writer puts a folder at `path` between those two renames, the swap is retried:
+    the last writer to finish wins, and `path` is always one writer's complete folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        old = Path(str(tmp)[:-len(".tmp")] + ".old")
+        for _ in range(100):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+                break
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not path.exists():
+                    raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            raise OSError(errno.EBUSY, "other processes keep replacing it", str(path))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """An .npy file as an in-memory array: no pickles, and the size its header declares is checked
+    against the file's before any data is read, so a crafted header cannot make it allocate more
+    than the file holds."""
+    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    return np.array(mapped)

@@ -10,6 +10,7 @@ problem, and it refuses models that would load but give meaningless answers.
 from __future__ import annotations
 
 import math
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,9 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             raise ModelFormatError(f"it declares {len(infos)} entries of {sum(i.file_size for i in infos)} "
                                    f"bytes in all; a model file holds at most {MAX_ENTRIES} entries, "
                                    f"{MAX_MODEL_BYTES >> 20} MiB")
+        foreign = [i.filename for i in infos if not i.filename.endswith(".npy")]
+        if foreign:
+            raise ModelFormatError(f"its entry {quote(foreign[0])} is not an array (.npy)")
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 
@@ -79,18 +83,20 @@ def load(path: Path) -> Model:
     hint = "run `dvc repro train` to rebuild it" if path == Path("models/model.npz") else \
         "give a model file written by the train stage"
     try:
-        if path.stat().st_size > MAX_MODEL_BYTES:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelFormatError("it is not a regular file (a folder, device or pipe?)")
+        if info.st_size > MAX_MODEL_BYTES:
             raise ModelFormatError(f"it is larger than {MAX_MODEL_BYTES >> 20} MiB")
         network, meta = from_arrays(_read_arrays(path))
         _check_meta(meta, network.n_outputs)
     except FileNotFoundError:
-        raise StageError(f"model file {path} does not exist; {hint}") from None
-    except IsADirectoryError:
-        raise StageError(f"model file {path} is a folder; {hint}") from None
+        raise StageError(f"model file {quote(path, 200, bare=True)} does not exist; {hint}") from None
     except PermissionError as err:
         raise StageError(f"cannot read the model file {path} ({err.strerror}); fix its permissions") from None
     except (ModelFormatError, zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, MemoryError) as err:
         # truncated or foreign files fail in zipfile or np.load, crafted ones in from_arrays
         problem = str(err) or type(err).__name__
-        raise StageError(f"{path} is not a usable model file: {quote(problem, 200, bare=True)}; {hint}") from None
+        raise StageError(f"{quote(path, 200, bare=True)} is not a usable model file: {quote(problem, 200, bare=True)}; "
+                         f"{hint}") from None
     return Model(network, meta["model"], meta["class_names"], meta["normalization"], meta["input_shape"])

@@ -13,6 +13,7 @@ plots/misclassified.csv), and prints a report.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,10 @@ from cifar10.layout import rows_to_pixels
 from numpynet.data import denormalize
 from numpynet.inference import class_probabilities
 from numpynet.metrics import classification_report, confusion_matrix, most_confident_errors
-from stages import _model_file, _plots
-from stages.params import Boolean, Param, Section, load
+from stages import _model_file, _plots, _prepared
 from stages._io import StageError, run_stage, write_json, write_text
+from stages.params import Boolean, Param, Section, load
 
-DATA = Path("data/prepared")
 MODEL = Path("models/model.npz")
 METRICS = Path("metrics/metrics.json")
 CONFUSION_CSV = Path("plots/confusion.csv")
@@ -73,15 +73,11 @@ def write_error_gallery(x_test: np.ndarray, y_test: np.ndarray, proba: np.ndarra
 def main() -> None:
     flip_tta = load(PARAMS)["flip_tta"]
     model = _model_file.load(MODEL)
-    try:
-        x_test, y_test = np.load(DATA / "test_images.npy"), np.load(DATA / "test_labels.npy")
-    except (OSError, ValueError, EOFError) as err:
-        raise StageError(f"cannot read the test data in {DATA}/ ({err}); "
-                         "run `dvc repro filter_normalize` first") from None
     names = model.class_names
-    if x_test.ndim != 2 or x_test.shape[1] != np.prod(model.input_shape) or (len(y_test) and y_test.max() >= len(names)):
-        raise StageError(f"test data in {DATA}/ does not match the model ({len(names)} classes: {', '.join(names)}); "
-                         "rerun `dvc repro`")
+    x_test, y_test = _prepared.read_split("test", len(names))
+    if x_test.shape[1] != math.prod(model.input_shape):
+        raise StageError(f"the test data in {_prepared.DATA}/ has rows of {x_test.shape[1]} values, the model takes "
+                         f"{math.prod(model.input_shape)}; rerun `dvc repro`")
 
     proba = class_probabilities(model.network, x_test, model.input_shape, flip_tta)
     y_pred = proba.argmax(axis=1)
@@ -90,7 +86,8 @@ def main() -> None:
     write_text(CONFUSION_CSV, "actual,predicted\n" + "".join(f"{names[a]},{names[p]}\n" for a, p in zip(y_test, y_pred)))
     _plots.confusion_matrix(CONFUSION_PNG, confusion_matrix(y_test, y_pred, len(names)), names)
     write_text(PER_CLASS_CSV, "class_metric,value\n" + "".join(
-        f"{name} {metric},{m[metric]:.6f}\n" for name, m in report["per_class"].items() for metric in ("precision", "recall", "f1")))
+        f"{name} {metric},{m[metric]:.6f}\n"
+        for name, m in report["per_class"].items() for metric in ("precision", "recall", "f1")))
     write_error_gallery(x_test, y_test, proba, model)
     print(format_report(report))
 

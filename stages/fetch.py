@@ -27,14 +27,15 @@ from pathlib import Path
 
 from cifar10 import archive
 from stages._download import CONNECT_TIMEOUT, READ_TIMEOUT, RETRY_DELAYS, cached_download
+from stages._io import StageError, atomic_dir, quote, run_stage, save_npy, write_json
 from stages.params import Hex, Mapping, Param, Section, Url, load
-from stages._io import StageError, atomic_dir, run_stage, save_npy, write_json
 
 OUT_DIR = Path("data/raw")
 ARCHIVE_ENV = "CIFAR10_ARCHIVE"  # a local archive to use instead of downloading
 CACHE_ENV = "CIFAR10_CACHE_DIR"  # overrides the download cache folder (tests use it)
 TIMEOUT_ENV = "CIFAR10_DOWNLOAD_TIMEOUT"  # seconds to connect and between bytes (tests shorten it)
 RETRY_ENV = "CIFAR10_RETRY_DELAYS"  # comma-separated seconds before each retry (tests use 0)
+MAX_RETRIES = 10
 LOCAL_HINT = (f"to use a local copy instead, set {ARCHIVE_ENV}=/path/to/cifar-10-python.tar.gz "
               "(e.g. ../shared/cifar10/cifar-10-python.tar.gz)")
 
@@ -50,7 +51,13 @@ def cache_dir(environ: os._Environ | dict = os.environ) -> Path:
     if environ.get(CACHE_ENV):
         return Path(environ[CACHE_ENV])
     xdg = environ.get("XDG_CACHE_HOME", "")
-    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "cifar10-numpy"
+    if os.path.isabs(xdg):
+        return Path(xdg) / "cifar10-numpy"
+    try:
+        return Path.home() / ".cache" / "cifar10-numpy"
+    except RuntimeError:   # no HOME and no password entry (some containers)
+        raise StageError(f"no home folder for the download cache (HOME is unset); set {CACHE_ENV} to a "
+                         f"writable folder, or {LOCAL_HINT}") from None
 
 
 def download_settings(environ: os._Environ | dict = os.environ) -> dict:
@@ -61,7 +68,7 @@ def download_settings(environ: os._Environ | dict = os.environ) -> dict:
         except ValueError:
             value = float("nan")
         if not low <= value <= 3600:  # also refuses nan and inf
-            raise StageError(f"{name}={environ[name]!r} is not a number of seconds in "
+            raise StageError(f"{name}={quote(environ[name])} is not a number of seconds in "
                              f"[{low:g}, 3600]; fix or unset it")
         return value
 
@@ -72,6 +79,9 @@ def download_settings(environ: os._Environ | dict = os.environ) -> dict:
         settings.update(connect_timeout=timeout, read_timeout=timeout)
     if environ.get(RETRY_ENV):
         parts = [t for t in environ[RETRY_ENV].replace(" ", "").split(",") if t]
+        if len(parts) > MAX_RETRIES:
+            raise StageError(f"{RETRY_ENV}={quote(environ[RETRY_ENV])} asks for {len(parts)} retries; give at most "
+                             f"{MAX_RETRIES} delays, or unset it")
         settings["retry_delays"] = tuple(seconds(RETRY_ENV, t, 0) for t in parts)
     return settings
 
@@ -81,8 +91,13 @@ def locate_archive(url: str, md5: str) -> tuple[Path, str]:
     local = os.environ.get(ARCHIVE_ENV)
     if local:
         path = Path(local)
-        if not path.is_file():
-            raise StageError(f"{ARCHIVE_ENV}={local}: no such file; point it at a copy of "
+        reason = ""
+        try:
+            is_file = path.is_file()
+        except OSError as err:   # e.g. a name too long for the file system
+            is_file, reason = False, f" ({err.strerror})"
+        if not is_file:
+            raise StageError(f"{ARCHIVE_ENV}={quote(local, 200, bare=True)}: no such file{reason}; point it at a copy of "
                              f"cifar-10-python.tar.gz, or unset it to download {url}")
         return path, f"local archive {path} ({ARCHIVE_ENV})"
     cache = cache_dir()

@@ -17,8 +17,8 @@ import numpy as np
 
 from cifar10.layout import CLASS_NAMES, IMAGE_SHAPE, ROW_LENGTH
 from numpynet.data import NORMALIZATIONS, normalization_stats, normalize, select_classes, stratified_split
+from stages._io import StageError, atomic_dir, load_npy, run_stage, save_npy, write_json
 from stages.params import Choice, Integer, Names, Param, Real, Section, load
-from stages._io import StageError, atomic_dir, run_stage, save_npy, write_json
 
 RAW = Path("data/raw")
 OUT = Path("data/prepared")
@@ -34,8 +34,8 @@ PARAMS = Section("filter_normalize", (
 def load_raw(split: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """data/raw/{split}_images.npy uint8 (N, 3072) and {split}_labels.npy int (N,) in 0..n_classes-1."""
     try:
-        images = np.load(RAW / f"{split}_images.npy", allow_pickle=False)
-        labels = np.load(RAW / f"{split}_labels.npy", allow_pickle=False)
+        images = load_npy(RAW / f"{split}_images.npy")
+        labels = load_npy(RAW / f"{split}_labels.npy")
     except (OSError, ValueError, EOFError) as err:
         raise StageError(f"cannot read {RAW}/{split}_*.npy ({err}); run `dvc repro fetch` "
                          "(or `dvc checkout data/raw`) first") from None
@@ -75,7 +75,7 @@ def main() -> None:
             save_npy(tmp / f"{split}_labels.npy", labels.astype(np.int64))
         write_json(tmp / "dataset.json", {
             "class_names": classes,
-            "counts": {s: {"total": int(len(y)), **{c: int(np.sum(y == i)) for i, c in enumerate(classes)}}
+            "counts": {s: {"total": len(y), **{c: int(np.sum(y == i)) for i, c in enumerate(classes)}}
                        for s, (_, y) in splits.items()},
             "normalization": {"method": values["normalize"], **stats},
         })

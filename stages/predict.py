@@ -24,8 +24,8 @@ from cifar10.images import ImageError, read_image
 from numpynet.data import normalize
 from numpynet.inference import class_probabilities
 from stages import _model_file, evaluate
-from stages.params import load
 from stages._io import StageError, quote, run_stage
+from stages.params import load
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -75,7 +75,7 @@ def within(old: float, new: float, tol: Tolerance) -> bool:
 
 def exact_mode_applies() -> bool:
     """True where the stages pin OpenBLAS's kernels (stages/__init__.py): x86-64 with AVX2 + FMA."""
-    return platform.machine().lower() in ("x86_64", "amd64") and NEEDED_CPU_FLAGS <= cpu_flags()
+    return platform.machine().lower() in ("x86_64", "amd64") and cpu_flags() >= NEEDED_CPU_FLAGS
 
 
 @dataclass(frozen=True)

@@ -9,21 +9,17 @@ plots/training.csv (one row per epoch) and plots/loss_curve.png.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-
-import numpy as np
 
 from cifar10.layout import IMAGE_SHAPE
 from numpynet.model import MODEL_KINDS, ModelSpec, build
 from numpynet.schedules import SCHEDULES
 from numpynet.training import EpochRecord, RandomStreams, TrainConfig, TrainingDiverged, fit
-from stages import _model_file, _plots
-from stages.params import Boolean, Check, Choice, Integer, IntegerList, Param, Real, Section, load, make_config
+from stages import _model_file, _plots, _prepared
 from stages._io import StageError, run_stage, write_json, write_text
+from stages.params import Boolean, Check, Choice, Integer, IntegerList, Param, Real, Section, load, make_config
 
-DATA = Path("data/prepared")
 MODEL = Path("models/model.npz")
 METRICS = Path("metrics/train.json")
 HISTORY = Path("plots/training.csv")
@@ -77,25 +73,17 @@ def progress(total: int):
     return log, lambda: None
 
 
-def read_prepared() -> tuple[dict, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(dataset.json, (x_train, y_train), (x_val, y_val)) from data/prepared/."""
-    try:
-        info = json.loads((DATA / "dataset.json").read_text())
-        train = np.load(DATA / "train_images.npy"), np.load(DATA / "train_labels.npy")
-        val = np.load(DATA / "val_images.npy"), np.load(DATA / "val_labels.npy")
-    except (OSError, ValueError) as err:
-        raise StageError(f"cannot read the prepared data in {DATA}/ ({err}); run `dvc repro filter_normalize` first") from err
-    return info, train, val
-
-
 def main() -> None:
     values = load(PARAMS)
     spec, config = make_config(ModelSpec, values), make_config(TrainConfig, values)
-    info, train, val = read_prepared()
+    info = _prepared.read_info()
+    class_names = info["class_names"]
+    train, val = _prepared.read_split("train", len(class_names)), _prepared.read_split("val", len(class_names))
+    if len(train[0]) == 0:
+        raise StageError(f"{_prepared.DATA}/train_images.npy holds no images; {_prepared.REBUILD}")
     if config.batch_size > len(train[0]):
         raise StageError(f"params.yaml: train.batch_size: {config.batch_size} is larger than the "
                          f"training set ({len(train[0])} images); choose at most {len(train[0])}")
-    class_names = info["class_names"]
 
     streams = RandomStreams.from_seed(values["seed"])
     on_epoch, done = progress(config.epochs)

@@ -1,4 +1,7 @@
-"""Shared pytest fixtures. Keep this file small: helpers live in tests/cifar_fixture.py."""
+"""Session fixtures only; keep this file small. Helpers live in tests/helpers/ (see its
+__init__.py: archives, http, repo, files, gradcheck), tests in one folder per code package
+(numpynet/, cifar10/, stages/) plus pipeline/ (dvc.yaml, CI, the real `dvc` CLI) and faults/
+(fault injection through the real stages)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,10 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.cifar_fixture import fixture_fingerprints, make_archive
+# Before the first helper import: their asserts (e.g. assert_clean_failure's) report the values compared.
+pytest.register_assert_rewrite("tests.helpers")
+
+from tests.helpers.archives import fixture_fingerprints, make_archive  # noqa: E402
 
 
 class SyntheticArchive(NamedTuple):
@@ -17,7 +23,7 @@ class SyntheticArchive(NamedTuple):
 
 @pytest.fixture(scope="session")
 def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> SyntheticArchive:
-    """`path, fingerprints = synthetic_archive`; the arrays are `cifar_fixture.make_arrays()`."""
+    """`path, fingerprints = synthetic_archive`; the arrays are `tests.helpers.archives.make_arrays()`."""
     path = tmp_path_factory.mktemp("cifar10") / "cifar-10-python.tar.gz"
     make_archive(path)
     return SyntheticArchive(path, fixture_fingerprints(path))

@@ -1,0 +1,88 @@
+"""numpynet.layers (Dense, ReLU, Dropout, Reshape) and the MLP built from them: hand-written backward
+passes against centered finite differences (float64). The loss is in test_losses.py, the conv
+layers in test_conv.py."""
+
+import numpy as np
+
+from numpynet.layers import Dense, Dropout, ReLU, Reshape
+from numpynet.losses import cross_entropy, softmax_cross_entropy
+from numpynet.model import Network, build_mlp
+from tests.helpers.gradcheck import numerical_gradient, relative_error
+
+TOL = 1e-6
+
+
+def make_batch(n=5, d=7, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)), rng.integers(0, k, n)
+
+
+def jitter(net: Network, seed: int = 2) -> None:
+    """Move every parameter off its init (biases are 0 there), so no ReLU input sits exactly on its kink."""
+    rng = np.random.default_rng(seed)
+    for p in net.parameters():
+        p.value[...] += 0.1 * rng.standard_normal(p.value.shape)
+
+
+def check_network(net: Network, x: np.ndarray, y: np.ndarray, training: bool = False) -> None:
+    def loss() -> float:
+        return cross_entropy(net.forward(x, training), y)
+
+    _, grad = softmax_cross_entropy(net.forward(x, training), y)
+    net.backward(grad)
+    analytic = {name: g.copy() for name, _, g, _ in net.parameters()}
+    assert analytic, "network has no parameters"
+    for name, p, _, _ in net.parameters():
+        err = relative_error(analytic[name], numerical_gradient(loss, p))
+        assert err < TOL, f"{name}: relative error {err:.2e}"
+
+
+def test_mlp_every_weight_and_bias():
+    x, y = make_batch()
+    net = build_mlp(7, [6, 5], 3, np.random.default_rng(1), dtype=np.float64)
+    jitter(net)
+    check_network(net, x, y)
+
+
+def test_input_gradient_of_dense_relu_stack():
+    x, y = make_batch()
+    net = Network([Dense(7, 4, np.random.default_rng(3), np.float64), ReLU(), Dense(4, 3, np.random.default_rng(4), np.float64)])
+
+    def loss() -> float:
+        return cross_entropy(net.forward(x), y)
+
+    _, grad = softmax_cross_entropy(net.forward(x), y)
+    g = grad
+    for layer in reversed(net.layers):
+        g = layer.backward(g, need_input_grad=True)
+    assert relative_error(g, numerical_gradient(loss, x)) < TOL
+
+
+def test_dropout_with_a_fixed_mask():
+    x, y = make_batch(n=6)
+    net = build_mlp(7, [8, 6], 3, np.random.default_rng(5), dropout=0.5, dtype=np.float64)
+    rng = np.random.default_rng(6)
+    drops = [layer for layer in net.layers if isinstance(layer, Dropout)]
+    assert len(drops) == 2
+    for layer, width in zip(drops, (8, 6)):
+        layer.fixed_mask = rng.random((6, width)) >= 0.5
+    jitter(net)
+    check_network(net, x, y, training=True)
+
+
+def test_dropout_is_identity_at_evaluation_and_scales_at_training():
+    layer = Dropout(0.25, np.random.default_rng(0))
+    x = np.ones((2000, 50), np.float32)
+    assert np.array_equal(layer.forward(x, training=False), x)
+    out = layer.forward(x, training=True)
+    kept = out != 0
+    assert np.allclose(out[kept], 1 / 0.75)
+    assert abs(kept.mean() - 0.75) < 0.01
+
+
+def test_reshape_round_trip_gradient():
+    layer = Reshape((3, 2, 2))
+    x = np.arange(24, dtype=np.float64).reshape(2, 12)
+    out = layer.forward(x)
+    assert out.shape == (2, 3, 2, 2) and out[1, 2, 1, 0] == x[1, 10]
+    assert np.array_equal(layer.backward(out * 2), x * 2)

@@ -1,0 +1,71 @@
+"""numpynet.optim: SGD variants against their textbook update rules, and weight decay against the
+gradient of the L2 penalty (finite differences, float64)."""
+
+import numpy as np
+import pytest
+
+from numpynet.layers import Parameter
+from numpynet.losses import cross_entropy, softmax_cross_entropy
+from numpynet.model import build_mlp
+from numpynet.optim import SGD
+from tests.helpers.gradcheck import numerical_gradient, relative_error
+
+TOL = 1e-6
+
+
+def one_param(value=1.0, grad=0.5):
+    return [Parameter("layer0.W", np.array([value]), np.array([grad]), True)]
+
+
+def test_plain_sgd():
+    params = one_param()
+    SGD(params).step(0.1)
+    assert params[0][1][0] == pytest.approx(1.0 - 0.1 * 0.5)
+
+
+def test_momentum_accumulates_velocity():
+    params = one_param()
+    opt = SGD(params, momentum=0.9)
+    opt.step(0.1)                   # v = 0.5
+    params[0][2][0] = 0.5
+    opt.step(0.1)                   # v = 0.9*0.5 + 0.5 = 0.95
+    assert params[0][1][0] == pytest.approx(1.0 - 0.1 * 0.5 - 0.1 * 0.95)
+
+
+def test_nesterov_looks_ahead():
+    params = one_param()
+    SGD(params, momentum=0.9, nesterov=True).step(0.1)   # v = 0.5; step = g + mu v = 0.95
+    assert params[0][1][0] == pytest.approx(1.0 - 0.1 * 0.95)
+
+
+def test_weight_decay_gradient_is_that_of_the_l2_penalty_on_weights_only():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 7)), rng.integers(0, 3, 5)
+    net = build_mlp(7, [5], 3, np.random.default_rng(7), dtype=np.float64)
+    wd = 0.3
+    params = list(net.parameters())
+
+    def penalized() -> float:
+        weights = [p.value for p in params if p.decay]
+        return cross_entropy(net.forward(x), y) + 0.5 * wd * sum(float(np.sum(w * w)) for w in weights)
+
+    _, grad = softmax_cross_entropy(net.forward(x), y)
+    net.backward(grad)
+    numeric = {p.name: numerical_gradient(penalized, p.value) for p in params}
+    raw_bias_grads = {p.name: p.grad.copy() for p in params if not p.decay}
+    before = {p.name: p.value.copy() for p in params}
+    SGD(params, weight_decay=wd).step(lr=1.0)  # with lr 1 the step taken is the gradient used
+    for name, p, _, _ in params:
+        assert relative_error(before[name] - p, numeric[name]) < TOL, name
+        if name.endswith(".b"):  # biases are not decayed: their step is the plain loss gradient
+            assert np.allclose(before[name] - p, raw_bias_grads[name], rtol=1e-12, atol=1e-15)
+
+
+def test_weight_decay_is_chosen_by_role_not_by_name():
+    """Dense and Conv2D kernels decay, their biases do not, whatever the parameter is called."""
+    from numpynet.model import build_cnn
+
+    net = build_cnn((3, 8, 8), [4], [5], 2, np.random.default_rng(0))
+    roles = {p.name: p.decay for p in net.parameters()}
+    assert roles == {"layer1.W": True, "layer1.b": False, "layer5.W": True, "layer5.b": False,
+                     "layer7.W": True, "layer7.b": False}

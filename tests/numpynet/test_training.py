@@ -1,0 +1,84 @@
+"""The training loop's options, on tiny problems whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from numpynet import training
+from numpynet.model import build_mlp
+from numpynet.training import RandomStreams, TrainConfig, fit
+
+
+def separable(n=60, d=6, seed=0):
+    """Two classes split by the sign of the first feature, with a wide margin."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    x[:, 0] += np.where(y == 1, 2.0, -2.0)
+    return x, y
+
+
+def shifted_validation(n=40, d=6, seed=5):
+    """Validation data from another boundary (x0 + x1 > 0), so validation accuracy wanders."""
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x, (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+
+
+def train(config: TrainConfig, seed: int = 0):
+    x, y = separable()
+    x_val, y_val = shifted_validation()
+    streams = RandomStreams.from_seed(seed)
+    net = build_mlp(x.shape[1], [8], 2, streams.init)
+    result = fit(net, (x, y), (x_val, y_val), config, streams, (1, 1, x.shape[1]))
+    return net, result, x, y
+
+
+def test_label_smoothing_makes_the_model_aim_at_the_smoothed_targets():
+    """With eps = 0.5 and K = 2 the targets are 0.75 / 0.25: a model trained to convergence on
+    separable data predicts about 0.75 for the true class instead of about 1."""
+    config = dict(learning_rate=0.1, batch_size=20, epochs=300, momentum=0.9)
+    sharp, _, x, y = train(TrainConfig(**config))
+    smooth, _, _, _ = train(TrainConfig(**config, label_smoothing=0.5))
+    p_true = lambda net: net.predict_proba(x)[np.arange(len(y)), y]
+    assert p_true(sharp).mean() > 0.97
+    assert p_true(smooth).mean() == pytest.approx(0.75, abs=0.02)
+
+
+def test_mixup_hands_the_loss_blended_target_distributions(monkeypatch):
+    seen = []
+
+    def spy(logits, targets):
+        seen.append(targets.copy())
+        return real(logits, targets)
+    real = training.softmax_cross_entropy
+    monkeypatch.setattr(training, "softmax_cross_entropy", spy)
+    train(TrainConfig(learning_rate=0.1, batch_size=20, epochs=1, mixup_alpha=0.4))
+    assert len(seen) == 3
+    for t in seen:
+        assert t.shape == (20, 2) and np.allclose(t.sum(axis=1), 1.0)
+        assert np.any((t > 0.01) & (t < 0.99)), "targets are one-hot: the batch was not mixed"
+
+
+def test_mixup_trains_on_blended_batches_and_is_reproducible():
+    config = TrainConfig(learning_rate=0.1, batch_size=20, epochs=30, mixup_alpha=0.4)
+    net_a, res_a, x, y = train(config)
+    _net_b, res_b, _, _ = train(config)
+    _, res_plain, _, _ = train(TrainConfig(learning_rate=0.1, batch_size=20, epochs=30))
+    assert [r.train_loss for r in res_a.history] == [r.train_loss for r in res_b.history]
+    # blended targets keep the training loss well above that of one-hot training, while the
+    # model still separates the data
+    assert res_a.history[-1].train_loss > 2 * res_plain.history[-1].train_loss
+    assert (net_a.predict_proba(x).argmax(axis=1) == y).mean() == 1.0
+
+
+def test_restore_best_keeps_the_best_validation_epoch():
+    """Constant learning rate, so the first k epochs of a longer run are a run of k epochs."""
+    config = dict(learning_rate=0.05, batch_size=10, epochs=12)
+    net, result, _x, _y = train(TrainConfig(**config, restore_best=True))
+    accs = [r.val_accuracy for r in result.history]
+    assert result.restored and result.best_epoch == 1 + int(np.argmax(accs))
+    assert 1 < result.best_epoch < len(accs) and accs[-1] < max(accs), "the case needs a best epoch inside the run"
+    short, _, _, _ = train(TrainConfig(**{**config, "epochs": result.best_epoch}))
+    for p, q in zip(net.parameters(), short.parameters()):
+        assert np.array_equal(p.value, q.value)
