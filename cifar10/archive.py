@@ -429,10 +429,15 @@ def read_archive(source: str | os.PathLike | BinaryIO, limits: ReadLimits = Read
         with open(source, "rb") as f:
             return read_archive(f, limits)
     found = _read_members(source, limits)
-    train = [found.pop(b) for b in TRAIN_BATCHES]
-    train_images = np.concatenate([images for images, _ in train])
-    train_labels = np.concatenate([labels for _, labels in train])
-    del train  # the per-batch copies; only the concatenation stays
+    # data_batch_1..5 into one array, each batch freed once copied: at most one batch more
+    # than the result is held (np.concatenate would hold all five and the result)
+    sizes = [len(found[b][1]) for b in TRAIN_BATCHES]
+    train_images = np.empty((sum(sizes), ROW_LENGTH), np.uint8)
+    train_labels = np.concatenate([found[b][1] for b in TRAIN_BATCHES])
+    start = 0
+    for batch, size in zip(TRAIN_BATCHES, sizes):
+        train_images[start:start + size] = found.pop(batch)[0]
+        start += size
     test_images, test_labels = found[TEST_BATCH]
     return CifarArrays(train_images, train_labels, test_images, test_labels, found[META])
 

@@ -12,16 +12,24 @@ import numpy as np
 NORMALIZATIONS = ("scale", "standardize")
 
 
+def class_rows(labels: np.ndarray, class_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows holding the given original class ids, and their labels 0..k-1 in the given order.
+
+    labels (N,) -> rows (M,) int64 ascending, new labels (M,) int64."""
+    relabel = np.full(max(int(labels.max(initial=0)), max(class_ids)) + 1, -1, np.int64)
+    relabel[np.asarray(class_ids)] = np.arange(len(class_ids))
+    new = relabel[labels]
+    rows = np.flatnonzero(new >= 0)
+    return rows, new[rows]
+
+
 def select_classes(images: np.ndarray, labels: np.ndarray, class_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Keep the images of the given original class ids, relabelled 0..k-1 in the given order.
 
     images (N, D), labels (N,) -> (M, D), (M,) int64, original order of the rows kept.
     """
-    relabel = np.full(max(int(labels.max(initial=0)), max(class_ids)) + 1, -1, np.int64)
-    relabel[np.asarray(class_ids)] = np.arange(len(class_ids))
-    new = relabel[labels]
-    keep = new >= 0
-    return images[keep], new[keep]
+    rows, new = class_rows(labels, class_ids)
+    return images[rows], new
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -40,22 +48,29 @@ def stratified_split(labels: np.ndarray, val_fraction: float, rng: np.random.Gen
     return np.flatnonzero(train_mask), val_idx.astype(np.int64)
 
 
-def channel_stats(images: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std, in pixel units (0..255), over all images and pixels.
+def channel_stats(images: np.ndarray, channels: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std, in pixel units (0..255), over all pixels of the images `rows`
+    (all by default).
 
-    images (N, C*P) uint8 -> mean (C,), std (C,) float64. Accumulated in float64.
+    images (N, C*P) uint8 (a memory map will do) -> mean (C,), std (C,) float64. One channel at a
+    time is copied to float64, and its std is computed in that copy: the same operations, in
+    the same order, as `plane.mean()` and `plane.std()`, with one float64 copy instead of two.
     """
     planes = images.reshape(len(images), channels, -1)
     mean = np.empty(channels)
     std = np.empty(channels)
-    for c in range(channels):  # one channel at a time keeps the float64 copy small
-        plane = planes[:, c].astype(np.float64)
-        mean[c] = plane.mean()
-        std[c] = plane.std()
+    for c in range(channels):
+        plane = (planes[:, c] if rows is None else planes[rows, c]).astype(np.float64)
+        mean[c] = np.add.reduce(plane, axis=None) / plane.size       # = plane.mean()
+        plane -= mean[c]
+        np.multiply(plane, plane, out=plane)
+        std[c] = np.sqrt(np.add.reduce(plane, axis=None) / plane.size)  # = plane.std()
+        del plane  # before the next channel's copy is made
     return mean, std
 
 
-def normalization_stats(images: np.ndarray, method: str, channels: int) -> dict[str, list[float]]:
+def normalization_stats(images: np.ndarray, method: str, channels: int,
+                        rows: np.ndarray | None = None) -> dict[str, list[float]]:
     """The affine map x -> (x - mean) / std per channel, in pixel units, for `method`.
 
     scale: mean 0, std 255 for every channel (pixels / 255 into [0, 1]);
@@ -64,7 +79,7 @@ def normalization_stats(images: np.ndarray, method: str, channels: int) -> dict[
     if method == "scale":
         return {"mean": [0.0] * channels, "std": [255.0] * channels}
     if method == "standardize":
-        mean, std = channel_stats(images, channels)
+        mean, std = channel_stats(images, channels, rows)
         return {"mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist()}  # 1e-6: a constant channel would divide by 0
     raise ValueError(f"unknown normalization {method!r}; choose from {', '.join(NORMALIZATIONS)}")
 

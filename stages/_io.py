@@ -20,7 +20,7 @@ import signal
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +155,30 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    write_bytes(path, buf.getvalue())
+    """`np.save`'s bytes, written straight to the file (no second copy in memory)."""
+    with _atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_npy_chunks(path: Path, shape: tuple[int, ...], dtype: np.dtype, chunks: Iterable[np.ndarray]) -> None:
+    """An .npy of `shape` and `dtype` whose C-order data are the `chunks` in turn, each (k, *shape[1:]):
+    the bytes `np.save` would write for their concatenation, with one chunk in memory at a time."""
+    header = np.lib.format.header_data_from_array_1_0(np.empty((0, *shape[1:]), dtype))
+    header["shape"] = tuple(shape)
+    rows = 0
+    with _atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)   # np.save's header (format 1.0 fits any shape here)
+        for chunk in chunks:
+            if chunk.dtype != dtype or chunk.shape[1:] != tuple(shape[1:]):
+                raise ValueError(f"chunk {chunk.dtype} {chunk.shape} does not fit {dtype} {shape}")
+            f.write(np.ascontiguousarray(chunk).data)
+            rows += len(chunk)
+        if rows != shape[0]:
+            raise ValueError(f"chunks hold {rows} rows, the header says {shape[0]}")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -223,5 +244,6 @@ def load_npy(path: Path) -> np.ndarray:
     """An .npy file as an in-memory array: no pickles, and the size its header declares is checked
     against the file's before any data is read, so a crafted header cannot make it allocate more
     than the file holds."""
-    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-    return np.array(mapped)
+    mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header; checks the file is long enough
+    del mapped
+    return np.load(path, allow_pickle=False)                    # one allocation of the checked size

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from cifar10.layout import CLASS_NAMES, IMAGE_SHAPE, ROW_LENGTH
-from numpynet.data import NORMALIZATIONS, normalization_stats, normalize, select_classes, stratified_split
-from stages._io import StageError, atomic_dir, load_npy, run_stage, save_npy, write_json
+from numpynet.data import NORMALIZATIONS, class_rows, normalization_stats, normalize, stratified_split
+from stages._io import StageError, atomic_dir, load_npy, run_stage, save_npy, save_npy_chunks, write_json
 from stages.params import Choice, Integer, Names, Param, Real, Section, load
 
 RAW = Path("data/raw")
 OUT = Path("data/prepared")
+CHUNK_ROWS = 4096   # images normalized at a time: 48 MiB of float32
 
 PARAMS = Section("filter_normalize", (
     Param("classes", Names(CLASS_NAMES, 2), "the classes to keep, labelled 0..k-1 in this order"),
@@ -34,7 +35,7 @@ PARAMS = Section("filter_normalize", (
 def load_raw(split: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """data/raw/{split}_images.npy uint8 (N, 3072) and {split}_labels.npy int (N,) in 0..n_classes-1."""
     try:
-        images = load_npy(RAW / f"{split}_images.npy")
+        images = np.load(RAW / f"{split}_images.npy", mmap_mode="r", allow_pickle=False)  # header checked
         labels = load_npy(RAW / f"{split}_labels.npy")
     except (OSError, ValueError, EOFError) as err:
         raise StageError(f"cannot read {RAW}/{split}_*.npy ({err}); run `dvc repro fetch` "
@@ -57,29 +58,34 @@ def main() -> None:
     classes = list(values["classes"])
     ids = [all_names.index(c) for c in classes]
 
-    train_images, train_labels = select_classes(*load_raw("train", len(all_names)), ids)
-    test_images, test_labels = select_classes(*load_raw("test", len(all_names)), ids)
+    # Images stay memory-mapped; the splits are row numbers into them until they are written,
+    # normalized a chunk of rows at a time.
+    raw_train, raw_train_labels = load_raw("train", len(all_names))
+    raw_test, raw_test_labels = load_raw("test", len(all_names))
+    rows, train_labels = class_rows(raw_train_labels, ids)
+    test_rows, test_labels = class_rows(raw_test_labels, ids)
     train_idx, val_idx = stratified_split(train_labels, values["val_fraction"], np.random.default_rng(values["seed"]))
     if len(train_idx) == 0:
         raise StageError(f"no training images left for classes {classes}")
-    stats = normalization_stats(train_images[train_idx], values["normalize"], IMAGE_SHAPE[0])  # train split only
+    stats = normalization_stats(raw_train, values["normalize"], IMAGE_SHAPE[0], rows[train_idx])  # train split only
 
-    splits = {
-        "train": (train_images[train_idx], train_labels[train_idx]),
-        "val": (train_images[val_idx], train_labels[val_idx]),
-        "test": (test_images, test_labels),
+    splits = {  # split -> (images, their rows, labels)
+        "train": (raw_train, rows[train_idx], train_labels[train_idx]),
+        "val": (raw_train, rows[val_idx], train_labels[val_idx]),
+        "test": (raw_test, test_rows, test_labels),
     }
     with atomic_dir(OUT) as tmp:
-        for split, (images, labels) in splits.items():
-            save_npy(tmp / f"{split}_images.npy", normalize(images, stats))
+        for split, (images, split_rows, labels) in splits.items():
+            chunks = (normalize(images[split_rows[i:i + CHUNK_ROWS]], stats) for i in range(0, len(split_rows), CHUNK_ROWS))
+            save_npy_chunks(tmp / f"{split}_images.npy", (len(split_rows), ROW_LENGTH), np.float32, chunks)
             save_npy(tmp / f"{split}_labels.npy", labels.astype(np.int64))
         write_json(tmp / "dataset.json", {
             "class_names": classes,
             "counts": {s: {"total": len(y), **{c: int(np.sum(y == i)) for i, c in enumerate(classes)}}
-                       for s, (_, y) in splits.items()},
+                       for s, (_, _, y) in splits.items()},
             "normalization": {"method": values["normalize"], **stats},
         })
-    counts = ", ".join(f"{s} {len(y)}" for s, (_, y) in splits.items())
+    counts = ", ".join(f"{s} {len(y)}" for s, (_, _, y) in splits.items())
     print(f"filter_normalize: {', '.join(classes)} -> {counts} ({values['normalize']})")
 
 

@@ -52,3 +52,18 @@ def test_standardize_uses_per_channel_planes():
 def test_unknown_normalization_is_refused():
     with pytest.raises(ValueError, match="standardize"):
         normalization_stats(np.zeros((1, 3072), np.uint8), "minmax", 3)
+
+
+def test_channel_stats_equal_numpy_s_mean_and_std_bit_for_bit():
+    """The in-place variance is numpy's own operations in numpy's order, so dataset.json (and every
+    output after it) keeps its bytes."""
+    x = np.random.default_rng(3).integers(0, 256, (257, 3 * 1024), dtype=np.uint8)
+    rows = np.array([0, 5, 6, 100, 256])
+    mean, std = channel_stats(x, 3, rows)
+    planes = x[rows].reshape(len(rows), 3, -1)
+    for c in range(3):
+        plane = planes[:, c].astype(np.float64)
+        assert mean[c] == plane.mean() and std[c] == plane.std()
+    full_mean, full_std = channel_stats(x, 3)
+    assert full_mean[1] == x.reshape(257, 3, -1)[:, 1].astype(np.float64).mean()
+    assert full_std[2] == x.reshape(257, 3, -1)[:, 2].astype(np.float64).std()

@@ -76,3 +76,17 @@ def test_a_read_only_output_folder_ends_train_in_one_line(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("train: error: cannot read or write"), done.stderr
+
+
+def test_npy_written_in_chunks_has_the_bytes_of_np_save(tmp_path):
+    import io
+
+    a = np.random.default_rng(0).standard_normal((1000, 7)).astype(np.float32)
+    buf = io.BytesIO()
+    np.save(buf, a)
+    _io.save_npy_chunks(tmp_path / "a.npy", a.shape, a.dtype, (a[i:i + 333] for i in range(0, 1000, 333)))
+    _io.save_npy(tmp_path / "b.npy", a)
+    assert (tmp_path / "a.npy").read_bytes() == buf.getvalue() == (tmp_path / "b.npy").read_bytes()
+    with pytest.raises(ValueError, match="chunks hold 999 rows"):
+        _io.save_npy_chunks(tmp_path / "c.npy", a.shape, a.dtype, iter([a[:999]]))
+    assert not (tmp_path / "c.npy").exists()
