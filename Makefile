@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: repro test rerun-check pr-report bench bench-sweep clean-venv
+.PHONY: repro test rerun-check pr-report bench bench-sweep remote exp-run exp-gather clean-venv
 
 # pr-report compares the workspace with this revision
 BASE ?= main
@@ -38,6 +38,26 @@ pr-report: $(VENV)/.runtime-installed
 	if [ -n "$$GITHUB_STEP_SUMMARY" ]; then cat pr-report/diff.md >> "$$GITHUB_STEP_SUMMARY"; fi
 	dvc plots diff $(BASE) -o pr-report/plots
 
+# An S3 (or S3-compatible) DVC remote, for sharing results and for experiments on many machines
+# (README "Sharing results"; .github/workflows/sweep.yml). The URL goes to .dvc/config, where
+# the server is (ENDPOINT_URL, for MinIO and the like) to .dvc/config.local; credentials come
+# from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or `dvc remote modify --local`.
+remote: $(VENV)/.s3-installed
+	dvc remote add --force -d storage "$(REMOTE_URL)"
+	if [ -n "$(ENDPOINT_URL)" ]; then dvc remote modify --local storage endpointurl "$(ENDPOINT_URL)"; fi
+
+# one experiment on this machine: make exp-run EXP=name SET="-S train.learning_rate=0.05 ..."
+exp-run: $(VENV)/.s3-installed
+	dvc exp run --pull $(SET) -n "$(EXP)"
+	dvc exp push origin "$(EXP)"
+
+# gather experiments run elsewhere: make exp-gather EXPS="name1 name2"; their table to sweep-report.md
+exp-gather: $(VENV)/.s3-installed
+	for exp in $(EXPS); do dvc exp pull origin "$$exp" || exit 1; done
+	dvc exp show --md --no-pager > sweep-report.md
+	cat sweep-report.md
+	if [ -n "$$GITHUB_STEP_SUMMARY" ]; then cat sweep-report.md >> "$$GITHUB_STEP_SUMMARY"; fi
+
 bench: $(VENV)/.test-installed
 	python -m benchmarks.bench_train
 
@@ -52,9 +72,13 @@ $(VENV)/.runtime-installed: requirements.txt | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.test-installed: requirements.txt requirements-test.txt | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -r requirements-test.txt
+$(VENV)/.s3-installed: requirements.txt requirements-s3.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -r requirements-s3.txt
 	touch $@ $(VENV)/.runtime-installed
+
+$(VENV)/.test-installed: requirements.txt requirements-s3.txt requirements-test.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -r requirements-test.txt
+	touch $@ $(VENV)/.runtime-installed $(VENV)/.s3-installed
 
 clean-venv:
 	rm -rf $(VENV)

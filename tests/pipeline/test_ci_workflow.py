@@ -50,9 +50,26 @@ def test_every_run_step_is_a_make_target_or_a_tested_command():
             if "run" not in step:
                 continue
             command = step["run"].strip()
-            target = re.fullmatch(r"make ([a-z-]+)( [A-Z]+=\S+)*", command)
+            target = re.fullmatch(r'make ([a-z-]+)( [A-Z_]+=("[^"]*"|\S+))*', command)
             assert (target and target[1] in MAKE_TARGETS) or command in TESTED_COMMANDS, \
                 f"{workflow.name}: step {step.get('name')!r} runs {command!r}, which no test runs"
+
+
+def test_the_sweep_workflow_runs_one_job_per_experiment_then_gathers_them():
+    """Its steps are the make targets tests/pipeline/test_s3_remote.py runs on three clones."""
+    workflow = yaml.safe_load((ROOT / ".github/workflows/sweep.yml").read_text())
+    assert set(workflow[True]) == {"workflow_dispatch"}
+    jobs = workflow["jobs"]
+    assert jobs["run"]["strategy"]["matrix"]["experiment"] == "${{ fromJSON(inputs.experiments) }}"
+    assert jobs["gather"]["needs"] == "run"
+    runs = {job: [s["run"] for s in spec["steps"] if "run" in s] for job, spec in jobs.items()}
+    assert runs["run"][-1] == 'make exp-run EXP="$EXP" SET="$SET"'
+    assert runs["gather"][-1] == 'make exp-gather EXPS="$EXPS"'
+    secrets = " ".join(str(v) for v in workflow["env"].values())
+    for name in ("DVC_REMOTE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DVC_S3_ENDPOINT"):
+        assert f"secrets.{name}" in secrets
+    makefile = (ROOT / "Makefile").read_text()
+    assert "dvc exp run --pull $(SET)" in makefile and 'dvc exp push origin "$(EXP)"' in makefile
 
 
 def archive_key_command() -> str:
