@@ -13,12 +13,12 @@ driven by the same make targets the sweep workflow (.github/workflows/sweep.yml)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -52,7 +52,7 @@ class S3Server:
         self.url = f"http://127.0.0.1:{self.port}"
         # the first 4 requests (bucket, user, its policy, its key) need no credentials; every later one does
         env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
-        self.log = open(tmp / "moto.log", "w")
+        self.log = open(tmp / "moto.log", "w")  # noqa: SIM115 - open while the server runs; closed in stop()
         self.proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(self.port)], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
@@ -263,10 +263,8 @@ class DyingProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 def test_the_server_gone_in_the_middle_of_a_push(local_work, s3, tmp_path):
