@@ -1,13 +1,14 @@
-"""Time one training epoch of a small CNN built from numpynet.conv, and the same network in
-PyTorch CPU when `torch` is importable, on random data of CIFAR shapes.
+"""Time one training epoch of a small CNN built from numpynet.conv on random data of CIFAR
+shapes, with a per-layer forward / backward profile. (The comparison with PyTorch is
+benchmarks/bench_cnn.py: each library in its own fresh process. Two libraries in one process
+fight over the cores and give wrong ratios, so this file no longer runs PyTorch.)
 
 Network: conv 3->32, ReLU, pool, conv 32->64, ReLU, pool, conv 64->128, ReLU, pool, flatten,
 dense 2048->128, ReLU, dense 128->3.  One epoch = 13,500 images (the train split of 3 CIFAR
 classes) in mini-batches: forward, softmax cross-entropy, backward, plain SGD update; float32.
 
 Run from the repo root:
-    .venv/bin/python -m benchmarks.bench_conv                   # numpynet only
-    PYTHONPATH=. /tmp/torchvenv/bin/python -m benchmarks.bench_conv  # both, same process
+    .venv/bin/python -m benchmarks.bench_conv
     .venv/bin/python -m benchmarks.bench_conv --profile         # + per-layer breakdown
     ... --batch-size 128 --threads 1                            # other batch size, 1 thread each
 
@@ -83,47 +84,12 @@ def numpy_epoch(layers: list[Layer], x: np.ndarray, y: np.ndarray, batch_size: i
     return clock() - start
 
 
-def make_torch_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, threads: int | None):
-    """The same network and loop in PyTorch CPU; returns a zero-argument epoch timer, or None
-    when torch is not importable."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    nn = torch.nn
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    layers: list = []
-    c, h = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
-    for f in CONV_CHANNELS:
-        layers += [nn.Conv2d(c, f, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-        c, h = f, h // 2
-    net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * h * h, HIDDEN), nn.ReLU(),
-                        nn.Linear(HIDDEN, N_CLASSES))
-    opt = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-
-    def epoch() -> float:
-        start = time.perf_counter()
-        for i in range(0, len(xt), batch_size):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(net(xt[i:i + batch_size]), yt[i:i + batch_size])
-            loss.backward()
-            opt.step()
-        return time.perf_counter() - start
-
-    epoch.version = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    return epoch
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per library (after a warm-up)")
     parser.add_argument("--images", type=int, default=N_IMAGES, help="images per epoch")
     parser.add_argument("--profile", action="store_true", help="also print a per-layer breakdown")
-    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS / PyTorch threads (default: each library's own default, all cores)")
     args = parser.parse_args()
@@ -132,7 +98,7 @@ def main() -> None:
     x = rng.standard_normal((args.images, *IMAGE_SHAPE), dtype=np.float32)
     y = rng.integers(0, N_CLASSES, args.images)
     layers = build_numpy_cnn(rng)
-    torch_epoch = None if args.no_torch else make_torch_epoch(x, y, args.batch_size, args.threads)
+    torch_epoch = None
 
     # warm-up: buffer allocation, BLAS thread start-up, torch's kernel selection
     warm = min(len(x), 8 * args.batch_size)
