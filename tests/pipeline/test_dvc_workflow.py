@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -480,15 +479,6 @@ def test_push_then_pull_into_an_empty_cache_restores_everything(fork, tmp_path):
     assert glob_digests(clone.path, *cached) == before
     out = clone.dvc("repro")
     assert ran(out.stdout) == [] and skipped(out.stdout) == STAGES
-
-
-def test_s3_remote_is_configured_the_same_way_and_needs_the_s3_extra(fork):
-    fork.dvc("remote", "add", "-d", "storage", "s3://my-bucket/cifar10-numpy")
-    assert re.search(r"^storage\s+s3://my-bucket/cifar10-numpy\s+\(default\)$", fork.dvc("remote", "list").stdout, re.M)
-    if importlib.util.find_spec("dvc_s3") is not None:
-        pytest.skip("dvc-s3 is installed here: a push would try to reach the (made-up) bucket")
-    out = fork.dvc("push", check=False)
-    assert out.returncode != 0 and "requires 'dvc-s3' to be installed" in out.stderr, out.stderr
 
 
 # ---------------------------------------------------------------- failures
