@@ -12,8 +12,7 @@ Run from the repo root:
     .venv/bin/python -m benchmarks.bench_conv --profile         # + per-layer breakdown
     ... --batch-size 128 --threads 1                            # other batch size, 1 thread each
 
-The machine is shared and noisy, so epochs of the two libraries are interleaved and the table
-reports the median and the best epoch of each; the ratio uses medians.
+The table reports the median and the best epoch.
 """
 
 from __future__ import annotations
@@ -87,42 +86,27 @@ def numpy_epoch(layers: list[Layer], x: np.ndarray, y: np.ndarray, batch_size: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per library (after a warm-up)")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after a warm-up)")
     parser.add_argument("--images", type=int, default=N_IMAGES, help="images per epoch")
     parser.add_argument("--profile", action="store_true", help="also print a per-layer breakdown")
     parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS / PyTorch threads (default: each library's own default, all cores)")
+                        help="BLAS threads (default: OpenBLAS's own, all cores)")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.images, *IMAGE_SHAPE), dtype=np.float32)
     y = rng.integers(0, N_CLASSES, args.images)
     layers = build_numpy_cnn(rng)
-    torch_epoch = None
-
-    # warm-up: buffer allocation, BLAS thread start-up, torch's kernel selection
+    # warm-up: buffer allocation, first-touch of the work buffers
     warm = min(len(x), 8 * args.batch_size)
     numpy_epoch(layers, x[:warm], y[:warm], args.batch_size)
-    if torch_epoch is not None:
-        torch_epoch()
-    ours, theirs = [], []
-    for _ in range(args.epochs):  # interleaved, so both see the same machine load
-        ours.append(numpy_epoch(layers, x, y, args.batch_size))
-        if torch_epoch is not None:
-            theirs.append(torch_epoch())
+    ours = [numpy_epoch(layers, x, y, args.batch_size) for _ in range(args.epochs)]
 
     print(f"epoch = {args.images} images, batch {args.batch_size}, float32, numpy {np.__version__}, "
           f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'implementation':<34}{'median s/epoch':>16}{'best s/epoch':>14}")
     print(f"{'numpynet.conv':<34}{statistics.median(ours):>16.2f}{min(ours):>14.2f}")
-    if theirs:
-        print(f"{'PyTorch CPU (' + torch_epoch.version + ')':<34}"
-              f"{statistics.median(theirs):>16.2f}{min(theirs):>14.2f}")
-        print(f"ratio numpynet / PyTorch: {statistics.median(ours) / statistics.median(theirs):.2f} (median), "
-              f"{min(ours) / min(theirs):.2f} (best)")
-    else:
-        print("PyTorch: not importable here (or --no-torch); no comparison")
 
     if args.profile:
         timings: dict[str, float] = {}
