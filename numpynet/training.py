@@ -102,6 +102,7 @@ def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
                                   config.warmup_epochs, config.lr_step_epochs, config.lr_gamma)
     optimizer = SGD(list(network.parameters()), config.momentum, config.nesterov, config.weight_decay)
     has_val = val is not None and len(val[0]) > 0
+    n_classes = network.n_outputs
     history: list[EpochRecord] = []
     best_acc, best_epoch, best_weights = -1.0, None, None
     step = 0
@@ -111,7 +112,7 @@ def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
         for epoch in range(1, config.epochs + 1):
             loss_sum, lr = 0.0, 0.0
             for xb, yb in batches(x_train, y_train, config.batch_size, streams.shuffle):
-                xb, targets = prepare_batch(xb, yb, config, image_shape, network.n_outputs, streams)
+                xb, targets = prepare_batch(xb, yb, config, image_shape, n_classes, streams)
                 lr = schedule(step)
                 loss_sum += train_step(network, optimizer, xb, targets, lr, epoch, step)
                 step += 1

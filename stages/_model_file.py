@@ -20,7 +20,7 @@ import numpy as np
 
 from cifar10.layout import LAYOUT
 from numpynet.model import MODEL_KINDS, ModelFormatError, Network, from_arrays, to_arrays
-from stages._io import StageError, quote, save_npz
+from stages._io import StageError, load_npz, quote, save_npz
 
 MAX_MODEL_BYTES = 1 << 30   # decompressed; the README's largest model is ~15 MB
 MAX_ENTRIES = 1024
@@ -53,8 +53,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         foreign = [i.filename for i in infos if not i.filename.endswith(".npy")]
         if foreign:
             raise ModelFormatError(f"its entry {quote(foreign[0])} is not an array (.npy)")
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    return load_npz(path)
 
 
 def _check_meta(meta: dict[str, Any], n_outputs: int) -> None:

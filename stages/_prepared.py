@@ -39,8 +39,9 @@ def read_info() -> dict[str, Any]:
     return info
 
 
-def read_split(split: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images float32 (N, ROW_LENGTH), labels int (N,) in 0..n_classes-1) of one split."""
+def read_split(split: str, n_classes: int, classes_of: str = "dataset.json") -> tuple[np.ndarray, np.ndarray]:
+    """(images float32 (N, ROW_LENGTH), labels int (N,) in 0..n_classes-1) of one split; `classes_of`
+    names where n_classes comes from, for the message."""
     images_path, labels_path = DATA / f"{split}_images.npy", DATA / f"{split}_labels.npy"
     try:
         images, labels = load_npy(images_path), load_npy(labels_path)
@@ -56,7 +57,7 @@ def read_split(split: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     if labels.size and not 0 <= labels.min() <= labels.max() < n_classes:
         bad = labels[(labels < 0) | (labels >= n_classes)][0]
         raise StageError(f"{labels_path} holds the label {bad}, outside 0..{n_classes - 1} for the "
-                         f"{n_classes} classes of dataset.json; {REBUILD}")
+                         f"{n_classes} classes of {classes_of}; {REBUILD}")
     if not np.isfinite(images).all():
         raise StageError(f"{images_path} holds NaN or infinite values; {REBUILD}")
     return images, labels

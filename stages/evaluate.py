@@ -74,7 +74,7 @@ def main() -> None:
     flip_tta = load(PARAMS)["flip_tta"]
     model = _model_file.load(MODEL)
     names = model.class_names
-    x_test, y_test = _prepared.read_split("test", len(names))
+    x_test, y_test = _prepared.read_split("test", len(names), classes_of=str(MODEL))
     if x_test.shape[1] != math.prod(model.input_shape):
         raise StageError(f"the test data in {_prepared.DATA}/ has rows of {x_test.shape[1]} values, the model takes "
                          f"{math.prod(model.input_shape)}; rerun `dvc repro`")
