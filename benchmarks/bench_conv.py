@@ -3,7 +3,7 @@ shapes, with a per-layer forward / backward profile. (The comparison with PyTorc
 benchmarks/bench_cnn.py: each library in its own fresh process. Two libraries in one process
 fight over the cores and give wrong ratios, so this file no longer runs PyTorch.)
 
-Network: conv 3->32, ReLU, pool, conv 32->64, ReLU, pool, conv 64->128, ReLU, pool, flatten,
+Network: conv 3->32, pool, ReLU, conv 32->64, pool, ReLU, conv 64->128, pool, ReLU, flatten,
 dense 2048->128, ReLU, dense 128->3.  One epoch = 13,500 images (the train split of 3 CIFAR
 classes) in mini-batches: forward, softmax cross-entropy, backward, plain SGD update; float32.
 
@@ -29,8 +29,12 @@ if __name__ == "__main__" and "--threads" in sys.argv:
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = _threads
 
+import stages  # before NumPy: BLAS on one thread and its Haswell kernels, as the stages run
+
+# isort: split
 import numpy as np
 
+from numpynet import parallel
 from numpynet.conv import Conv2D, Flatten, MaxPool2D
 from numpynet.layers import Dense, Layer, ReLU
 from numpynet.losses import softmax_cross_entropy
@@ -47,7 +51,7 @@ def build_numpy_cnn(rng: np.random.Generator) -> list[Layer]:
     layers: list[Layer] = []
     c, h = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
     for f in CONV_CHANNELS:
-        layers += [Conv2D(c, f, rng), ReLU(), MaxPool2D()]
+        layers += [Conv2D(c, f, rng), MaxPool2D(), ReLU()]  # the order numpynet.model.build_cnn uses
         c, h = f, h // 2
     return layers + [Flatten(), Dense(c * h * h, HIDDEN, rng), ReLU(), Dense(HIDDEN, N_CLASSES, rng)]
 
@@ -90,8 +94,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=N_IMAGES, help="images per epoch")
     parser.add_argument("--profile", action="store_true", help="also print a per-layer breakdown")
     parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS threads (default: OpenBLAS's own, all cores)")
+                        help="worker threads for the products (default: the CPUs, as the stages)")
     args = parser.parse_args()
+    parallel.set_workers(stages.threads())  # as run_stage does: products spread over the cores
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.images, *IMAGE_SHAPE), dtype=np.float32)
@@ -103,7 +108,7 @@ def main() -> None:
     ours = [numpy_epoch(layers, x, y, args.batch_size) for _ in range(args.epochs)]
 
     print(f"epoch = {args.images} images, batch {args.batch_size}, float32, numpy {np.__version__}, "
-          f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, {os.cpu_count()} cores, "
+          f"{parallel.workers()} worker threads, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'implementation':<34}{'median s/epoch':>16}{'best s/epoch':>14}")
     print(f"{'numpynet.conv':<34}{statistics.median(ours):>16.2f}{min(ours):>14.2f}")

@@ -28,9 +28,10 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
+import stages  # before NumPy: pins OpenBLAS's kernels and one BLAS thread, as the stages run
 
-import stages  # first: pins OpenBLAS's kernels exactly as the stages run them
+# isort: split
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = {"hidden_sizes": [128, 64], "learning_rate": 0.01, "batch_size": 64, "dropout": 0.0}

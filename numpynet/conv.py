@@ -13,28 +13,36 @@ conv -> relu -> pool -> conv stack never transposes a feature map. Flatten alway
 Arrays are float32 unless a test passes float64 (the gradient check does); a Conv2D computes
 in its parameters' dtype.
 
-Speed: the matmuls run through `numpynet.parallel.matmul` (single-threaded BLAS calls spread
-over worker threads, bit-identical for any thread count); the memory-bound passes around them
-(im2col, col2im, pooling) are single NumPy passes, arranged so their innermost loops run over
-long contiguous runs.  benchmarks/bench_conv.py times a small CNN against PyTorch.
+Speed: a convolution runs as jobs of a few images each on `numpynet.parallel`'s worker
+threads (single-threaded BLAS, jobs cut by shape alone, so bit-identical for any thread count).
+A job does its images' copies and products back to back, so the im2col columns it writes are
+still in cache when its matmul reads them (and dcols when its col2im does); the copies run
+along long contiguous runs.  benchmarks/bench_conv.py profiles a small CNN layer by layer;
+benchmarks/bench_cnn.py compares the train stage with PyTorch.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from numpynet import parallel
 from numpynet.layers import Layer, he_normal
-from numpynet.parallel import matmul
+from numpynet.parallel import matmul, run
 
 KERNEL = 3         # kernel side; padding 1 and stride 1 keep H x W ("same" convolution)
-EVAL_CHUNK = 128   # images per im2col block when not training, so evaluating 10,000 images at
+EVAL_CHUNK = 128   # images per im2col buffer when not training, so evaluating 10,000 images at
                    # once needs a ~40 MB im2col buffer, not ~3 GB
-COL2IM_BLOCK_ELEMENTS = 1 << 20  # ~4 MB of float32 dcols per block: stays in cache for col2im
-TINY_WEIGHTS = 1024    # 9C x F at most this (the 3-channel input layer): dW as a stack, see
-DW_STACK_ROWS = 256    # _conv_param_grads; 256 rows keep each product single-threaded in BLAS
+
+
+def _image_blocks(n: int, c: int, h: int, w: int) -> list[slice]:
+    """The jobs of a convolution over n images of (C, H, W): runs of images of about
+    JOB_ELEMENTS im2col elements, so that a job's columns are still in cache when its matmul
+    (forward) or its col2im (backward) reads them."""
+    return parallel.batch_slices(n, KERNEL * KERNEL * c * h * w)
 
 
 def _im2col(x_pad: np.ndarray, cols: np.ndarray) -> None:
@@ -73,51 +81,47 @@ def _col2im(taps: np.ndarray, dx: np.ndarray) -> None:
             dx[:, iy, ix, :] += taps[:, oy, ox, ky, kx, :]
 
 
-def _conv_param_grads(cols: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gradients of the weights of y = cols @ w_mat + b (the convolution as one matmul).
-    cols (M, 9C) im2col rows (M = N*H*W), dy (M, F) = dL/dy -> dW_mat (9C, F), db (F,)."""
-    db = np.ones(len(dy), dy.dtype) @ dy      # db = sum of dY over every pixel (a matvec: fast)
-    m, k = cols.shape
-    f = dy.shape[1]
-    if k * f > TINY_WEIGHTS:
-        return matmul(cols.T, dy), db               # dW = cols^T dY
-    # The input layer: a 27 x F dW summed over every pixel of the batch, a long, thin,
-    # memory-bound product that multithreaded BLAS handles badly. Computed as a stack of
-    # DW_STACK_ROWS-row products, then summed; that summation order is part of the results.
-    r = DW_STACK_ROWS
-    p = m // r
-    cols_stack, dy_stack = cols[:p * r].reshape(p, r, k), dy[:p * r].reshape(p, r, f)
-    dw_mat = np.matmul(cols_stack.transpose(0, 2, 1), dy_stack).sum(axis=0)
-    if p * r < m:
-        dw_mat += cols[p * r:].T @ dy[p * r:]
-    return dw_mat, db
+def _backward(cols: np.ndarray, dy: np.ndarray, w_mat: np.ndarray, shape: tuple[int, int, int, int],
+              need_input_grad: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of y = cols @ w_mat + b, the convolution as one matmul: cols (M, 9C) im2col
+    rows (M = N*H*W), dy (M, F) = dL/dy, w_mat (9C, F), shape = (N, C, H, W) of the input
+    -> dW_mat (9C, F), db (F,), and dL/dx (N, C, H, W) (None unless need_input_grad).
 
-
-def _input_grad(dy: np.ndarray, w_mat: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
-    """dL/dx (N, C, H, W) from dy (M, F) and w_mat (9C, F): dcols = dY W^T, then col2im.
-
-    The 9 slice-adds of col2im run along the contiguous axis of dcols, so the layout is chosen
-    for the longer run: channels-last (runs of C) when C >= W, else "K-major" dcols^T = W dY^T,
-    (3, 3, C, N, H, W) in memory, runs of W (the 3-channel input layer, where runs of 3 would
-    make col2im ~5x slower).  Channels-last dcols are built and consumed a few images at a
-    time so that each block is still in cache when col2im reads it."""
+    dW = cols^T dY, summed over the image blocks of `_image_blocks`: one partial product per
+    block, added in block order (the summation order is part of the results, and a function
+    of the shape only). dx: dcols = dY W^T, then col2im. The 9 slice-adds of col2im run along
+    the contiguous axis of dcols, so its layout is chosen for the longer run: channels-last
+    (runs of C) when C >= W, computed in the same jobs as the partial dW while the block is in
+    cache; else "K-major" dcols^T = W dY^T, (3, 3, C, N, H, W) in memory, runs of W (a
+    3-channel input layer, where runs of 3 would make col2im ~5x slower)."""
     n, c, h, w = shape
-    if c < w:
-        dcols_t = matmul(w_mat, dy.T)                                # (9C, M)
-        dx_cnhw = np.empty((c, n, h, w), dy.dtype)
-        taps = dcols_t.reshape(KERNEL, KERNEL, c, n, h, w).transpose(3, 4, 5, 0, 1, 2)
-        dx = dx_cnhw.transpose(1, 2, 3, 0)
-        _col2im(taps, dx)
-        return dx_cnhw.transpose(1, 0, 2, 3)
-    dx = np.empty((n, h, w, c), dy.dtype)
-    block = max(1, COL2IM_BLOCK_ELEMENTS // (KERNEL * KERNEL * c * h * w))  # images per block
-    dcols = np.empty((min(block, n) * h * w, KERNEL * KERNEL * c), dy.dtype)
-    for i in range(0, n, block):
-        rows = slice(i * h * w, min(i + block, n) * h * w)
-        m = rows.stop - rows.start
-        matmul(dy[rows], w_mat.T, out=dcols[:m])                    # dcols = dY W^T
-        _col2im(dcols[:m].reshape(-1, h, w, KERNEL, KERNEL, c), dx[i:i + block])
-    return dx.transpose(0, 3, 1, 2)
+    k, f = w_mat.shape
+    blocks = _image_blocks(n, c, h, w)
+    partial_dw = np.empty((len(blocks), k, f), dy.dtype)
+    channels_last = need_input_grad and c >= w
+    if channels_last:
+        dx = np.empty((n, h, w, c), dy.dtype)
+        dcols = np.empty((n * h * w, k), dy.dtype)
+
+    def job(i: int, images: slice) -> None:
+        rows = slice(images.start * h * w, images.stop * h * w)
+        np.matmul(cols[rows].T, dy[rows], out=partial_dw[i])
+        if channels_last:
+            np.matmul(dy[rows], w_mat.T, out=dcols[rows])
+            _col2im(dcols[rows].reshape(-1, h, w, KERNEL, KERNEL, c), dx[images])
+
+    run([functools.partial(job, i, images) for i, images in enumerate(blocks)])
+    dw_mat = partial_dw.sum(axis=0)
+    db = np.ones(len(dy), dy.dtype) @ dy      # db = sum of dY over every pixel (a matvec: fast)
+    if channels_last:
+        return dw_mat, db, dx.transpose(0, 3, 1, 2)
+    if not need_input_grad:
+        return dw_mat, db, None
+    dcols_t = matmul(w_mat, dy.T)                                # (9C, M)
+    dx_cnhw = np.empty((c, n, h, w), dy.dtype)
+    taps = dcols_t.reshape(KERNEL, KERNEL, c, n, h, w).transpose(3, 4, 5, 0, 1, 2)
+    _col2im(taps, dx_cnhw.transpose(1, 2, 3, 0))
+    return dw_mat, db, dx_cnhw.transpose(1, 0, 2, 3)
 
 
 class Conv2D(Layer):
@@ -133,6 +137,7 @@ class Conv2D(Layer):
     Forward: copy x into a zero-bordered channels-last buffer, unfold it into an im2col matrix
     (N*H*W, 9C) with one strided copy, and multiply by the (9C, F) weight matrix. Backward
     reuses that matrix for dW and scatters dY W^T back with 9 shifted slice-adds (col2im).
+    Both passes run as jobs of a few images each (`_image_blocks`) on the worker threads.
     """
 
     kind = "conv2d"
@@ -169,12 +174,19 @@ class Conv2D(Layer):
         """y (n*H*W, F) and the im2col matrix (n*H*W, 9C) it came from, for x (n, C, H, W)."""
         n, c, h, w = x.shape
         x_pad, cols = self._work_buffers(n, h, w, w_mat.dtype)
-        x_pad[:, 1:-1, 1:-1, :] = x.transpose(0, 2, 3, 1)
-        _im2col(x_pad, cols)
-        cols = cols.reshape(n * h * w, KERNEL * KERNEL * c)
-        y = matmul(cols, w_mat)    # (N*H*W, F): the whole convolution as one large matmul
-        y += self.params["b"]
-        return y, cols
+        y = np.empty((n, h * w, w_mat.shape[1]), w_mat.dtype)
+        x_nhwc = x.transpose(0, 2, 3, 1)
+        bias = self.params["b"]
+
+        def job(images: slice) -> None:  # pad, unfold and multiply these images, in cache
+            x_pad[images, 1:-1, 1:-1, :] = x_nhwc[images]
+            _im2col(x_pad[images], cols[images])
+            block = y[images].reshape(-1, w_mat.shape[1])
+            np.matmul(cols[images].reshape(-1, KERNEL * KERNEL * c), w_mat, out=block)
+            block += bias
+
+        run([functools.partial(job, images) for images in _image_blocks(n, c, h, w)])
+        return y.reshape(n * h * w, -1), cols.reshape(n * h * w, KERNEL * KERNEL * c)
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         n, c, h, w = x.shape
@@ -207,10 +219,10 @@ class Conv2D(Layer):
         # (N*H*W, F) rows: a free view when grad_out is channels-last, as ReLU/MaxPool2D keep it;
         # cast so a float64 gradient cannot silently turn every matmul into float64
         dy = grad_out.transpose(0, 2, 3, 1).reshape(n * h * w, f).astype(cols.dtype, copy=False)
-        dw_mat, db = _conv_param_grads(cols, dy)
+        dw_mat, db, dx = _backward(cols, dy, w_mat, (n, c, h, w), need_input_grad)
         self.grads["W"][...] = dw_mat.reshape(KERNEL, KERNEL, c, f).transpose(3, 2, 0, 1)
         self.grads["b"][...] = db
-        return _input_grad(dy, w_mat, (n, c, h, w)) if need_input_grad else None
+        return dx
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels}

@@ -111,14 +111,18 @@ def build_mlp(n_inputs: int, hidden_sizes: list[int], n_classes: int, rng: np.ra
 def build_cnn(image_shape: tuple[int, int, int], conv_channels: list[int], hidden_sizes: list[int],
               n_classes: int, rng: np.random.Generator, dropout: float = 0.0,
               dropout_rng: np.random.Generator | None = None, dtype: np.dtype = np.float32) -> Network:
-    """CNN on flat rows (N, C*H*W): [conv3x3 -> ReLU -> maxpool2x2] per entry of
-    `conv_channels`, then flatten and an MLP head `hidden_sizes` -> n_classes."""
+    """CNN on flat rows (N, C*H*W): [conv3x3 -> maxpool2x2 -> ReLU] per entry of
+    `conv_channels`, then flatten and an MLP head `hidden_sizes` -> n_classes.
+
+    Pooling before the ReLU computes the same numbers as the usual conv -> ReLU -> pool
+    (max and max(., 0) commute, and both orders send each gradient to the same element), with
+    the ReLU on a quarter of the values."""
     from numpynet.conv import Conv2D, Flatten, MaxPool2D
 
     c, h, w = image_shape
     layers: list[Layer] = [Reshape((c, h, w))]
     for out_c in conv_channels:
-        layers += [Conv2D(c, out_c, rng, dtype), ReLU(), MaxPool2D()]
+        layers += [Conv2D(c, out_c, rng, dtype), MaxPool2D(), ReLU()]
         c, h, w = out_c, h // 2, w // 2
     layers.append(Flatten())
     head = build_mlp(c * h * w, hidden_sizes, n_classes, rng, dropout, dropout_rng, dtype)

@@ -9,6 +9,8 @@ blocks. One worker or sixteen, every block is the same single-threaded BLAS call
 operands, so every result is bit-for-bit the same.
 
     matmul(a, b)        a (M, K) @ b (K, N) -> (M, N), like `a @ b` for 2-D operands
+    run(jobs)           call each job (disjoint outputs) on the worker threads
+    batch_slices(n, e)  a batch of n items of e elements of work each, cut into jobs' runs
 
 Small products (below MIN_SPLIT_MACS multiply-adds) are one BLAS call on the calling thread,
 because handing them to a thread costs more than they take.
@@ -16,7 +18,9 @@ because handing them to a thread costs more than they take.
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -25,6 +29,9 @@ MIN_SPLIT_MACS = 1 << 24   # one block per this many multiply-adds: handing a th
                            # than that costs more than it saves (benchmarks/mlp_timing.py)
 MAX_BLOCKS = 4             # at most this many blocks, so up to 4 workers have work
 ALIGN = 16                 # block edges fall on multiples of 16 rows / columns (BLAS tile sizes)
+JOB_ELEMENTS = 1 << 18     # elements of work (~1 MB of float32) per job of `batch_jobs`: a job's
+                           # data stays in cache from one of its passes to the next (and jobs of
+                           # 2**16 or 2**21 elements made a CNN epoch 30% slower, bench_conv)
 
 _workers = 1
 _pool: ThreadPoolExecutor | None = None
@@ -60,12 +67,38 @@ def block_edges(length: int, macs: int) -> list[int]:
     return [min(length, (units * i // blocks) * ALIGN) for i in range(blocks)] + [length]
 
 
-def _take_blocks(jobs: list, todo: itertools.count) -> None:
+def batch_slices(n: int, item_elements: int) -> list[slice]:
+    """The n items of a batch cut into runs of about JOB_ELEMENTS elements of work each
+    (`item_elements` per item, at least one item per run): the unit of work of the per-image
+    passes of `numpynet.conv`. A function of the shape only, so the jobs, and with them every
+    result, are the same whatever the number of threads."""
+    step = max(1, JOB_ELEMENTS // max(1, item_elements))
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def _take_jobs(jobs: list[Callable[[], object]], todo: itertools.count) -> None:
     for i in todo:  # next() of itertools.count is atomic under the GIL
         if i >= len(jobs):
             return
-        a, b, out = jobs[i]
-        np.matmul(a, b, out=out)
+        jobs[i]()
+
+
+def run(jobs: list[Callable[[], object]]) -> None:
+    """Call every job once, spread over the worker threads, and return when all are done.
+
+    The jobs must write disjoint outputs; each is the same computation whichever thread runs
+    it, so the results cannot depend on the worker count. NumPy releases the GIL inside BLAS
+    and inside the loops of its copies and ufuncs, so jobs of large array operations run in
+    parallel."""
+    if _pool is None or len(jobs) < 2:
+        for job in jobs:
+            job()
+        return
+    todo = itertools.count()  # each thread takes the next job until none is left
+    futures = [_pool.submit(_take_jobs, jobs, todo) for _ in range(min(_workers, len(jobs)) - 1)]
+    _take_jobs(jobs, todo)
+    for f in futures:
+        f.result()
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -81,16 +114,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if len(edges) == 2:
         return np.matmul(a, b, out=out)
     if m >= n:
-        jobs = [(a[s:e], b, out[s:e]) for s, e in itertools.pairwise(edges)]
+        blocks = [(a[s:e], b, out[s:e]) for s, e in itertools.pairwise(edges)]
     else:
-        jobs = [(a, b[:, s:e], out[:, s:e]) for s, e in itertools.pairwise(edges)]
-    if _pool is None:
-        for x, y, o in jobs:
-            np.matmul(x, y, out=o)
-    else:  # NumPy releases the GIL inside BLAS, so the blocks run in parallel
-        todo = itertools.count()  # each thread takes the next block until none is left
-        futures = [_pool.submit(_take_blocks, jobs, todo) for _ in range(min(_workers, len(jobs)) - 1)]
-        _take_blocks(jobs, todo)
-        for f in futures:
-            f.result()
+        blocks = [(a, b[:, s:e], out[:, s:e]) for s, e in itertools.pairwise(edges)]
+    run([functools.partial(np.matmul, x, y, out=o) for x, y, o in blocks])
     return out

@@ -4,7 +4,7 @@ differences in float64 (relative error < 1e-6), including MaxPool2D's tie rule."
 import numpy as np
 import pytest
 
-from numpynet import conv
+from numpynet import conv, parallel
 from numpynet.conv import Conv2D, Flatten, MaxPool2D
 from numpynet.layers import Dense, ReLU
 from tests.helpers.gradcheck import numerical_gradient, relative_error
@@ -101,15 +101,14 @@ def test_conv_forward_independent_of_memory_layout_and_eval_chunking(monkeypatch
         layer.backward(np.ones_like(expected))
 
 
-@pytest.mark.parametrize("shape, block_elements, stack_rows", [
-    ((2, 3, 5, 6), conv.COL2IM_BLOCK_ELEMENTS, 256),  # C < W: K-major col2im; dW in one piece
-    ((2, 3, 5, 6), conv.COL2IM_BLOCK_ELEMENTS, 7),    # dW as 8 stacked 7-row products + 4 rows
-    ((3, 6, 4, 3), conv.COL2IM_BLOCK_ELEMENTS, 256),  # C >= W: channels-last col2im, one block
-    ((3, 6, 4, 3), 6 * 9 * 4 * 3 * 2, 256),           # channels-last in blocks of 2 images (2 + 1)
+@pytest.mark.parametrize("shape, job_elements", [
+    ((2, 3, 5, 6), 1 << 18),          # C < W: K-major col2im; one job
+    ((2, 3, 5, 6), 1),                # one image per job: dW summed from 2 partial products
+    ((3, 6, 4, 3), 1 << 18),          # C >= W: channels-last col2im, one job
+    ((3, 6, 4, 3), 6 * 9 * 4 * 3 * 2),  # channels-last in jobs of 2 images (2 + 1)
 ])
-def test_conv_gradients_weights_bias_and_input(shape, block_elements, stack_rows, monkeypatch):
-    monkeypatch.setattr(conv, "COL2IM_BLOCK_ELEMENTS", block_elements)
-    monkeypatch.setattr(conv, "DW_STACK_ROWS", stack_rows)
+def test_conv_gradients_weights_bias_and_input(shape, job_elements, monkeypatch):
+    monkeypatch.setattr(parallel, "JOB_ELEMENTS", job_elements)
     x = np.random.default_rng(2).standard_normal(shape)
     check_layer_gradients(float64_conv(shape[1], 4), x)
 
@@ -251,7 +250,7 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
 @pytest.mark.parametrize("training", [True, False])  # backward must also follow an eval-mode forward
 def test_small_cnn_stack_gradients(training):
     rng = np.random.default_rng(12)
-    layers = [float64_conv(2, 3, seed=13), ReLU(), MaxPool2D(), Flatten(), Dense(3 * 2 * 2, 3, rng, np.float64)]
+    layers = [float64_conv(2, 3, seed=13), MaxPool2D(), ReLU(), Flatten(), Dense(3 * 2 * 2, 3, rng, np.float64)]
     layers[-1].params["b"][:] = rng.standard_normal(3)
     x = rng.standard_normal((3, 2, 4, 4))
     labels = np.array([0, 2, 1])
@@ -284,7 +283,7 @@ def test_feature_maps_stay_channels_last_through_the_stack():
     """The layout contract the speed relies on (see numpynet.conv): conv output, pool output and
     every gradient on the way back are (N, H, W, C) memory, so no layer pays for a transpose."""
     rng = np.random.default_rng(14)
-    layers = [Conv2D(3, 4, rng), ReLU(), MaxPool2D(), Conv2D(4, 6, rng), ReLU(), MaxPool2D(), Flatten()]
+    layers = [Conv2D(3, 4, rng), MaxPool2D(), ReLU(), Conv2D(4, 6, rng), ReLU(), MaxPool2D(), Flatten()]
     out = rng.standard_normal((2, 3, 8, 8), dtype=np.float32)
     for layer in layers[:-1]:
         out = layer.forward(out, training=True)
@@ -293,3 +292,45 @@ def test_feature_maps_stay_channels_last_through_the_stack():
     for layer in reversed(layers[1:]):
         grad = layer.backward(grad)
         assert grad.transpose(0, 2, 3, 1).flags.c_contiguous, layer.kind
+
+
+def run_stack(layers: list, x: np.ndarray, g: np.ndarray) -> list[bytes]:
+    """The bytes of the output, every gradient and dL/dx of one forward + backward."""
+    out = x
+    for layer in layers:
+        out = layer.forward(out, training=True)
+    grad = g
+    for layer in reversed(layers):
+        grad = layer.backward(grad)
+    return [out.tobytes(), grad.tobytes()] + [v.tobytes() for layer in layers for v in layer.grads.values()]
+
+
+def test_pool_then_relu_gives_the_bytes_of_relu_then_pool():
+    """build_cnn pools before the ReLU (a quarter of the ReLU work); that must compute exactly
+    the usual conv -> ReLU -> pool, ties included: small integer inputs and weights make exact
+    ties, among positive, zero and negative window values."""
+    rng = np.random.default_rng(15)
+    x = rng.integers(-2, 3, (4, 3, 8, 8)).astype(np.float32)
+    results = []
+    for order in ((ReLU, MaxPool2D), (MaxPool2D, ReLU)):
+        conv_layer = Conv2D(3, 5, rng)
+        conv_layer.params["W"][...] = np.random.default_rng(16).integers(-1, 2, conv_layer.params["W"].shape)
+        conv_layer.params["b"][...] = [-1, 0, 1, 0, 2]
+        g = np.random.default_rng(17).standard_normal((4, 5, 4, 4)).astype(np.float32)
+        results.append(run_stack([conv_layer, order[0](), order[1]()], x, g))
+    assert results[0] == results[1]
+
+
+def test_conv_jobs_give_the_same_bytes_on_any_worker_count(monkeypatch):
+    monkeypatch.setattr(parallel, "JOB_ELEMENTS", 9 * 16 * 8 * 8 * 3)  # jobs of 3 images: 3, 3, 3, 1
+    rng = np.random.default_rng(18)
+    x = channels_last(rng.standard_normal((10, 16, 8, 8), dtype=np.float32))
+    g = channels_last(rng.standard_normal((10, 8, 8, 8), dtype=np.float32))
+    results = []
+    try:
+        for workers in (1, 2, 3):
+            parallel.set_workers(workers)
+            results.append(run_stack([Conv2D(16, 8, np.random.default_rng(19))], x, g))
+    finally:
+        parallel.set_workers(1)
+    assert results[0] == results[1] == results[2]
