@@ -8,7 +8,8 @@ The `train` stage's time per epoch is the difference between a 3-epoch and a 1-e
 cancel out as far as they are per-run; validation per epoch stays in, as in the stage); PyTorch
 runs the same network (conv 32-64-128 + dense 128, He init), the same augmentation (random
 flip, 4-pixel random crop), Nesterov SGD with momentum 0.9 and weight decay, batch 64 (or
---batch-size), timed the same way (3 epochs minus 1 epoch, each a fresh process, each epoch
+--batch-size), cropping either one image at a time as numpynet does or the whole batch in one
+gather (PyTorch's faster way), timed the same way (3 epochs minus 1 epoch, each a fresh process, each epoch
 followed by a pass over the validation split). The matmul peak is measured in the same run,
 in a fresh process, as the stages compute products. Prints medians and best runs, FLOPs per
 layer and the percent of peak. It is not a test; run it on a quiet machine.
@@ -38,7 +39,7 @@ CNN = {"model": "cnn", "conv_channels": [32, 64, 128], "hidden_sizes": [128], "m
 TORCH_LOOP = r"""
 import sys, time, numpy as np, torch
 from torch import nn
-data, epochs, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data, epochs, batch, crop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 start = time.perf_counter()
 x = torch.from_numpy(np.load(f"{data}/train_images.npy").reshape(-1, 3, 32, 32))
 y = torch.from_numpy(np.load(f"{data}/train_labels.npy"))
@@ -68,7 +69,12 @@ for epoch in range(epochs):
         xb[flip] = xb[flip].flip(-1)
         padded = nn.functional.pad(xb, (4, 4, 4, 4))
         dy, dx = torch.randint(0, 9, (2, len(xb)), generator=g)
-        xb = torch.stack([padded[k, :, dy[k]:dy[k] + 32, dx[k]:dx[k] + 32] for k in range(len(xb))])
+        if crop == "loop":  # one slice per image, as numpynet.augment.random_crop does
+            xb = torch.stack([padded[k, :, dy[k]:dy[k] + 32, dx[k]:dx[k] + 32] for k in range(len(xb))])
+        else:               # one gather for the batch
+            ar = torch.arange(32)
+            xb = padded[torch.arange(len(xb))[:, None, None, None], torch.arange(3)[None, :, None, None],
+                        (dy[:, None] + ar)[:, None, :, None], (dx[:, None] + ar)[:, None, None, :]]
         opt.zero_grad()
         nn.functional.cross_entropy(net(xb), y[idx]).backward()
         opt.step()
@@ -131,14 +137,15 @@ def main() -> None:
             (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
             return timed([sys.executable, "-m", "stages.train"], work, env)
 
-        def torch(epochs: int) -> float:
-            return timed([args.torch_python, "-c", TORCH_LOOP, str(data), str(epochs), str(args.batch_size)], work, env)
+        def torch(epochs: int, crop: str) -> float:
+            return timed([args.torch_python, "-c", TORCH_LOOP, str(data), str(epochs), str(args.batch_size), crop],
+                         work, env)
 
-        ours, theirs = [], []
+        ours, theirs, batched = [], [], []
         for _ in range(args.repeats):   # alternating, each run a fresh process
-            ours.append(train(3) - train(1))
-            theirs.append(torch(3) - torch(1))
-        ours_e, theirs_e = [t / 2 for t in ours], [t / 2 for t in theirs]
+            ours.append((train(3) - train(1)) / 2)
+            theirs.append((torch(3, "loop") - torch(1, "loop")) / 2)
+            batched.append((torch(3, "batched") - torch(1, "batched")) / 2)
         flops = layer_flops()
         per_image = 3 * sum(f for _, f in flops)      # forward + backward (about 2x forward)
         epoch_flop = per_image * n_train
@@ -147,12 +154,15 @@ def main() -> None:
         for name, f in flops:
             print(f"  {name:<22} {3 * f / 1e6:8.1f} MFLOP per image (forward + backward)")
         print(f"  {'total':<22} {per_image / 1e6:8.1f} MFLOP per image, {epoch_flop / 1e12:.2f} TFLOP per epoch")
-        for name, times in (("train stage (numpynet)", ours_e), ("PyTorch loop", theirs_e)):
+        runs = (("train stage (numpynet)", ours), ("PyTorch, per-image crops", theirs),
+                ("PyTorch, batched crop", batched))
+        for name, times in runs:
             med = statistics.median(times)
-            print(f"  {name:<24} median {med:6.2f} s/epoch, best {min(times):6.2f} s "
+            print(f"  {name:<26} median {med:6.2f} s/epoch, best {min(times):6.2f} s "
                   f"({100 * epoch_flop / med / 1e9 / peak:.0f}% of peak)  runs {[round(t, 2) for t in times]}")
-        print(f"  ratio numpynet / PyTorch: {statistics.median(ours_e) / statistics.median(theirs_e):.2f} (median), "
-              f"{min(ours_e) / min(theirs_e):.2f} (best)")
+        for name, times in runs[1:]:
+            print(f"  numpynet / {name}: {statistics.median(ours) / statistics.median(times):.2f} (median), "
+                  f"{min(ours) / min(times):.2f} (best)")
 
 
 if __name__ == "__main__":

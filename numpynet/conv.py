@@ -142,6 +142,8 @@ class Conv2D(Layer):
 
     kind = "conv2d"
     weights = ("W",)
+    eval_batch = EVAL_CHUNK  # feature maps of 128 images stay in cache far better than of 1,000:
+                             # a 1,500-image validation pass took 0.45 s so, 0.8-1.9 s in 1,000s
 
     def __init__(self, in_channels: int, out_channels: int, rng: np.random.Generator | None = None,
                  dtype: np.dtype = np.float32) -> None:

@@ -34,6 +34,7 @@ class Layer:
 
     kind = "layer"
     weights: tuple[str, ...] = ()
+    eval_batch = 1000  # images per batch when a network evaluates: large products, bounded buffers
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}

@@ -50,11 +50,22 @@ class Network:
             for key, value in layer.params.items():
                 yield Parameter(f"layer{i}.{key}", value, layer.grads[key], key in layer.weights)
 
-    def predict_proba(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    @property
+    def eval_batch(self) -> int:
+        """Images per batch when evaluating: the smallest any layer asks for (Layer.eval_batch)."""
+        return min(layer.eval_batch for layer in self.layers)
+
+    def evaluate(self, x: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+        """Logits of inputs x (N, ...) in batches of `eval_batch`: (rows, logits (rows, K)) pairs."""
+        for i in range(0, len(x), self.eval_batch):
+            rows = slice(i, min(i + self.eval_batch, len(x)))
+            yield rows, self.forward(x[rows])
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (N, K) for inputs x (N, ...), evaluated in batches."""
         from numpynet.losses import softmax
 
-        out = [softmax(self.forward(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+        out = [softmax(logits) for _, logits in self.evaluate(x)]
         return np.concatenate(out) if out else np.zeros((0, self.n_outputs), np.float32)
 
     @property

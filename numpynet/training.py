@@ -77,13 +77,12 @@ class RandomStreams:
         return cls(*(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(names))))
 
 
-def evaluate_loss_accuracy(network: Network, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tuple[float, float]:
+def evaluate_loss_accuracy(network: Network, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `network` on x (N, ...), y (N,)."""
     total_loss, correct = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        logits = network.forward(x[i:i + batch_size])
-        total_loss += cross_entropy(logits, y[i:i + batch_size]) * len(logits)
-        correct += int(np.sum(logits.argmax(axis=1) == y[i:i + batch_size]))
+    for rows, logits in network.evaluate(x):
+        total_loss += cross_entropy(logits, y[rows]) * len(logits)
+        correct += int(np.sum(logits.argmax(axis=1) == y[rows]))
     return total_loss / len(x), correct / len(x)
 
 
