@@ -8,7 +8,8 @@ macro averages, confusion matrix), plots/confusion.csv (one row per test image,
 `actual,predicted` as class names), plots/confusion_matrix.png, plots/per_class.csv
 (precision / recall / F1 per class, for a bar chart), and a gallery of the most
 confidently misclassified test images (plots/misclassified.png, with its rows in
-plots/misclassified.csv), and prints a report.
+plots/misclassified.csv), and prints a report. It also reports the training run from
+models/training.json: metrics/train.json, plots/training.csv and plots/loss_curve.png.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from cifar10.layout import rows_to_pixels
 from numpynet.data import denormalize
 from numpynet.inference import class_probabilities
 from numpynet.metrics import classification_report, confusion_matrix, most_confident_errors
-from stages import _model_file, _plots, _prepared
+from numpynet.training import EpochRecord
+from stages import _history, _model_file, _plots, _prepared
 from stages._io import StageError, run_stage, write_json, write_text
 from stages.params import Boolean, Param, Section, load
 
@@ -33,6 +35,9 @@ CONFUSION_PNG = Path("plots/confusion_matrix.png")
 PER_CLASS_CSV = Path("plots/per_class.csv")
 ERRORS_CSV = Path("plots/misclassified.csv")
 ERRORS_PNG = Path("plots/misclassified.png")
+TRAIN_METRICS = Path("metrics/train.json")
+TRAINING_CSV = Path("plots/training.csv")
+LOSS_PNG = Path("plots/loss_curve.png")
 
 PARAMS = Section("evaluate", (
     Param("flip_tta", Boolean(), "test-time augmentation: average the predictions for each image and its mirror"),
@@ -70,9 +75,19 @@ def write_error_gallery(x_test: np.ndarray, y_test: np.ndarray, proba: np.ndarra
     _plots.image_gallery(ERRORS_PNG, pixels, captions, title="Most confidently misclassified test images")
 
 
+def write_training_report(history: list[EpochRecord], restored_epoch: int | None) -> None:
+    write_json(TRAIN_METRICS, _history.summary(history, restored_epoch))
+    write_text(TRAINING_CSV, _history.csv_rows(history))
+    has_val = history[-1].val_loss is not None
+    _plots.loss_curve(LOSS_PNG, [r.epoch for r in history], [r.train_loss for r in history],
+                      [r.val_loss for r in history] if has_val else None,
+                      [r.val_accuracy for r in history] if has_val else None)
+
+
 def main() -> None:
     flip_tta = load(PARAMS)["flip_tta"]
     model = _model_file.load(MODEL)
+    history, restored_epoch = _history.read()
     names = model.class_names
     x_test, y_test = _prepared.read_split("test", len(names), classes_of=str(MODEL))
     if x_test.shape[1] != math.prod(model.input_shape):
@@ -89,6 +104,7 @@ def main() -> None:
         f"{name} {metric},{m[metric]:.6f}\n"
         for name, m in report["per_class"].items() for metric in ("precision", "recall", "f1")))
     write_error_gallery(x_test, y_test, proba, model)
+    write_training_report(history, restored_epoch)
     print(format_report(report))
 
 

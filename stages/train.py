@@ -3,8 +3,9 @@
     python -m stages.train
 
 Reads data/prepared/ and params `train.*`; writes models/model.npz (weights,
-architecture, class names, input normalization), metrics/train.json,
-plots/training.csv (one row per epoch) and plots/loss_curve.png.
+architecture, class names, input normalization) and models/training.json (the loss and
+accuracy of every epoch), both cached by DVC, which `evaluate` turns into
+metrics/train.json, plots/training.csv and plots/loss_curve.png (see stages/_history.py).
 """
 
 from __future__ import annotations
@@ -16,14 +17,11 @@ from cifar10.layout import IMAGE_SHAPE
 from numpynet.model import MODEL_KINDS, ModelSpec, build
 from numpynet.schedules import SCHEDULES
 from numpynet.training import EpochRecord, RandomStreams, TrainConfig, TrainingDiverged, fit
-from stages import _model_file, _plots, _prepared
-from stages._io import StageError, run_stage, write_json, write_text
+from stages import _history, _model_file, _prepared
+from stages._io import StageError, run_stage
 from stages.params import Boolean, Check, Choice, Integer, IntegerList, Param, Real, Section, load, make_config
 
 MODEL = Path("models/model.npz")
-METRICS = Path("metrics/train.json")
-HISTORY = Path("plots/training.csv")
-LOSS_PNG = Path("plots/loss_curve.png")
 
 PARAMS = Section("train", (
     Param("model", Choice(MODEL_KINDS), "the network"),
@@ -103,23 +101,9 @@ def main() -> None:
 
     h = result.history
     last = h[-1]
-    train_metrics = {"final_train_loss": last.train_loss, "epochs": len(h)}
-    if last.val_loss is not None:
-        train_metrics.update(final_val_loss=last.val_loss, final_val_accuracy=last.val_accuracy,
-                             best_val_accuracy=max(r.val_accuracy for r in h),
-                             best_epoch=max(h, key=lambda r: r.val_accuracy).epoch)
-    if config.restore_best:
-        train_metrics["restored_epoch"] = result.best_epoch if result.restored else len(h)
-    write_json(METRICS, train_metrics)
-
+    restored_epoch = (result.best_epoch if result.restored else len(h)) if config.restore_best else None
+    _history.write(_history.PATH, h, restored_epoch)
     has_val = last.val_loss is not None
-    rows = ["epoch,train_loss,val_loss,val_accuracy,learning_rate"] + [
-        f"{r.epoch},{r.train_loss:.6f},{'' if not has_val else f'{r.val_loss:.6f}'},"
-        f"{'' if not has_val else f'{r.val_accuracy:.6f}'},{r.learning_rate:.6g}" for r in h]
-    write_text(HISTORY, "\n".join(rows) + "\n")
-    _plots.loss_curve(LOSS_PNG, [r.epoch for r in h], [r.train_loss for r in h],
-                      [r.val_loss for r in h] if has_val else None,
-                      [r.val_accuracy for r in h] if has_val else None)
     print(f"train: {len(h)} epochs, final train loss {last.train_loss:.4f}"
           + ("" if not has_val else f", val accuracy {last.val_accuracy:.4f}") + f" -> {MODEL}")
 

@@ -13,6 +13,7 @@ the results (`base`); a test that changes a repo works on its own copy of it (`f
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import json
@@ -295,6 +296,25 @@ def test_repro_force_reruns_every_stage_with_identical_results(fork):
     before = glob_digests(fork.path, *RESULTS)
     out = fork.dvc("repro", "-f")
     assert ran(out.stdout) == STAGES
+    assert glob_digests(fork.path, *RESULTS) == before
+    assert fork.git("status", "--porcelain").stdout == ""
+
+
+def test_going_back_to_earlier_params_restores_training_from_the_run_cache(fork):
+    """Train on other params, then put the old ones back: DVC's run-cache gives back the earlier
+    training run instead of computing it again (train's outputs are all cached for this; see
+    stages/_history.py), and evaluate reproduces the committed results byte for byte."""
+    before = glob_digests(fork.path, *RESULTS)
+    original = fork.params()
+    changed = copy.deepcopy(original)
+    changed["train"]["learning_rate"] = original["train"]["learning_rate"] * 2
+    fork.write_params(changed)
+    assert ran(fork.dvc("repro").stdout) == ["train", "evaluate"]
+    assert glob_digests(fork.path, *RESULTS) != before
+    fork.write_params(original)
+    out = fork.dvc("repro")
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in out.stdout, out.stdout
+    assert ran(out.stdout) == ["evaluate"]
     assert glob_digests(fork.path, *RESULTS) == before
     assert fork.git("status", "--porcelain").stdout == ""
 

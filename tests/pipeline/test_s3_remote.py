@@ -4,7 +4,8 @@ tests do. Every repository points at it through `endpointurl` and dummy credenti
 `.dvc/config.local`, never in the committed `.dvc/config` (which names only `s3://bucket/path`).
 
 What a team does with it: push, and pull into a fresh clone that then has nothing to run;
-`dvc repro --pull`; faults
+`dvc repro --pull`; the run-cache, which restores in one clone a training run computed in
+another; faults
 (wrong endpoint, missing bucket, bad credentials, the server gone in the middle of a push) that
 reach the user as DVC's error, damage nothing and succeed once the fault is gone; and three
 clones standing for three machines that share experiments through `dvc exp push` / `pull`,
@@ -314,3 +315,36 @@ def test_experiments_run_on_two_machines_are_gathered_on_a_third(origin, s3, tmp
     assert ran(out.stdout) == [] and "Data and pipelines are up to date." in out.stdout
     metrics = json.loads((c.path / "metrics/metrics.json").read_text())
     assert metrics["accuracy"] == accuracy[best]
+
+
+def set_params(repo: PipelineRepo, **train) -> None:
+    params = repo.params()
+    params["train"].update(train)
+    repo.write_params(params)
+
+
+@pytest.mark.parametrize("route", ["repro --pull", "exp run --pull"])
+def test_run_cache_restores_a_training_run_computed_in_another_clone(origin, s3, tmp_path, route):
+    """Clone a trains with params nobody committed and pushes its run-cache; clone b, with the
+    same params, gets that training from the remote instead of computing it (DVC: "Stage 'train'
+    is cached - skipping run"). `train` has only cached outputs for this (stages/_history.py).
+    `--pull` is the way: `dvc pull --run-cache` fetches the run records, not their outputs."""
+    repo, origin_git = origin
+    rate = {"repro --pull": 0.03, "exp run --pull": 0.04}[route]
+    a = clone(origin_git, tmp_path / "a", repo, s3)
+    a.dvc("pull")
+    set_params(a, learning_rate=rate)
+    out = a.dvc("repro")
+    assert ran(out.stdout) == ["train", "evaluate"], out.stdout
+    a.dvc("push", "--run-cache")
+
+    b = clone(origin_git, tmp_path / "b", repo, s3)
+    if route == "repro --pull":
+        set_params(b, learning_rate=rate)
+        out = b.dvc("repro", "--pull")
+    else:
+        out = b.dvc("exp", "run", "--pull", "-S", f"train.learning_rate={rate}")
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in out.stdout, out.stdout
+    assert ran(out.stdout) == ["evaluate"], out.stdout
+    results = ("models/*", "metrics/*", "plots/*")
+    assert glob_digests(b.path, *results) == glob_digests(a.path, *results)
