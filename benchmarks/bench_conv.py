@@ -3,7 +3,7 @@ shapes, with a per-layer forward / backward profile. (The comparison with PyTorc
 benchmarks/bench_cnn.py: each library in its own fresh process. Two libraries in one process
 fight over the cores and give wrong ratios, so this file no longer runs PyTorch.)
 
-Network: conv 3->32, pool, ReLU, conv 32->64, pool, ReLU, conv 64->128, pool, ReLU, flatten,
+Network: conv 3->32 + pool, ReLU, conv 32->64 + pool, ReLU, conv 64->128 + pool, ReLU, flatten,
 dense 2048->128, ReLU, dense 128->3.  One epoch = 13,500 images (the train split of 3 CIFAR
 classes) in mini-batches: forward, softmax cross-entropy, backward, plain SGD update; float32.
 
@@ -35,7 +35,7 @@ import stages  # before NumPy: BLAS on one thread and its Haswell kernels, as th
 import numpy as np
 
 from numpynet import parallel
-from numpynet.conv import Conv2D, Flatten, MaxPool2D
+from numpynet.conv import Conv2D, Flatten
 from numpynet.layers import Dense, Layer, ReLU
 from numpynet.losses import softmax_cross_entropy
 
@@ -51,7 +51,7 @@ def build_numpy_cnn(rng: np.random.Generator) -> list[Layer]:
     layers: list[Layer] = []
     c, h = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
     for f in CONV_CHANNELS:
-        layers += [Conv2D(c, f, rng), MaxPool2D(), ReLU()]  # the order numpynet.model.build_cnn uses
+        layers += [Conv2D(c, f, rng, pool=True), ReLU()]  # as numpynet.model.build_cnn builds it
         c, h = f, h // 2
     return layers + [Flatten(), Dense(c * h * h, HIDDEN, rng), ReLU(), Dense(HIDDEN, N_CLASSES, rng)]
 

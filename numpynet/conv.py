@@ -24,6 +24,7 @@ benchmarks/bench_cnn.py compares the train stage with PyTorch.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,8 @@ def _col2im(taps: np.ndarray, dx: np.ndarray) -> None:
 
 
 def _backward(cols: np.ndarray, dy: np.ndarray, w_mat: np.ndarray, shape: tuple[int, int, int, int],
-              need_input_grad: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+              need_input_grad: bool, fill_dy: Callable[[slice], None] | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of y = cols @ w_mat + b, the convolution as one matmul: cols (M, 9C) im2col
     rows (M = N*H*W), dy (M, F) = dL/dy, w_mat (9C, F), shape = (N, C, H, W) of the input
     -> dW_mat (9C, F), db (F,), and dL/dx (N, C, H, W) (None unless need_input_grad).
@@ -93,7 +95,10 @@ def _backward(cols: np.ndarray, dy: np.ndarray, w_mat: np.ndarray, shape: tuple[
     the contiguous axis of dcols, so its layout is chosen for the longer run: channels-last
     (runs of C) when C >= W, computed in the same jobs as the partial dW while the block is in
     cache; else "K-major" dcols^T = W dY^T, (3, 3, C, N, H, W) in memory, runs of W (a
-    3-channel input layer, where runs of 3 would make col2im ~5x slower)."""
+    3-channel input layer, where runs of 3 would make col2im ~5x slower).
+
+    `fill_dy(images)`, when given, first writes those images' rows of dy (a pooled
+    convolution's pooling backward), in the same job, so that they are in cache for the rest."""
     n, c, h, w = shape
     k, f = w_mat.shape
     blocks = _image_blocks(n, c, h, w)
@@ -105,6 +110,8 @@ def _backward(cols: np.ndarray, dy: np.ndarray, w_mat: np.ndarray, shape: tuple[
 
     def job(i: int, images: slice) -> None:
         rows = slice(images.start * h * w, images.stop * h * w)
+        if fill_dy is not None:
+            fill_dy(images)
         np.matmul(cols[rows].T, dy[rows], out=partial_dw[i])
         if channels_last:
             np.matmul(dy[rows], w_mat.T, out=dcols[rows])
@@ -134,6 +141,10 @@ class Conv2D(Layer):
     dtype, a view of channels-last (N, H, W, F) memory (see the module docstring).
     W (F, C, 3, 3) He-normal with fan_in = 9C; b (F,) zeros.
 
+    pool=True: followed by 2x2 max pooling, y (N, F, H/2, W/2), exactly what MaxPool2D would
+    compute from the unpooled output, but inside the convolution's own jobs, while each block
+    of images is in cache (forward and backward); H and W must be even.
+
     Forward: copy x into a zero-bordered channels-last buffer, unfold it into an im2col matrix
     (N*H*W, 9C) with one strided copy, and multiply by the (9C, F) weight matrix. Backward
     reuses that matrix for dW and scatters dY W^T back with 9 shifted slice-adds (col2im).
@@ -146,19 +157,19 @@ class Conv2D(Layer):
                              # a 1,500-image validation pass took 0.45 s so, 0.8-1.9 s in 1,000s
 
     def __init__(self, in_channels: int, out_channels: int, rng: np.random.Generator | None = None,
-                 dtype: np.dtype = np.float32) -> None:
+                 dtype: np.dtype = np.float32, pool: bool = False) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"Conv2D needs positive channel counts, got in_channels={in_channels!r}, "
                              f"out_channels={out_channels!r}")
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels, self.out_channels, self.pool = in_channels, out_channels, pool
         rng = rng if rng is not None else np.random.default_rng(0)
         fan_in = in_channels * KERNEL * KERNEL
         self.params = {"W": he_normal(rng, fan_in, (out_channels, in_channels, KERNEL, KERNEL), dtype),
                        "b": np.zeros(out_channels, dtype)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._buffers: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        self._cache: tuple | None = None  # (cols, w_mat, x shape) of the last forward
+        self._cache: tuple | None = None  # (cols, w_mat, x shape, pool masks) of the last forward
 
     def _work_buffers(self, n: int, h: int, w: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Reused (padded input (N, H+2, W+2, C), im2col (N, H, W, 3, 3C)) pair; the padded
@@ -172,62 +183,104 @@ class Conv2D(Layer):
                                   np.empty((n, h, w, KERNEL, KERNEL * c), dtype))
         return self._buffers[key]
 
-    def _forward_block(self, x: np.ndarray, w_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """y (n*H*W, F) and the im2col matrix (n*H*W, 9C) it came from, for x (n, C, H, W)."""
+    def _forward_block(self, x: np.ndarray, w_mat: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """(output, the im2col matrix (n*H*W, 9C) it came from, the pooling masks or ()) for x
+        (n, C, H, W). The output is (n, H, W, F) memory, or (n, H/2, W/2, F) when pooled."""
         n, c, h, w = x.shape
+        f = w_mat.shape[1]
         x_pad, cols = self._work_buffers(n, h, w, w_mat.dtype)
-        y = np.empty((n, h * w, w_mat.shape[1]), w_mat.dtype)
         x_nhwc = x.transpose(0, 2, 3, 1)
         bias = self.params["b"]
+        if self.pool:
+            conv_out = np.empty((n, h, w, f), w_mat.dtype)  # per job, in cache; never read after
+            out = np.empty((n, h // 2, w // 2, f), w_mat.dtype)
+            masks = _pool_masks(out.transpose(0, 3, 1, 2))
+        else:
+            conv_out = out = np.empty((n, h, w, f), w_mat.dtype)
+            masks = ()
 
-        def job(images: slice) -> None:  # pad, unfold and multiply these images, in cache
+        def job(images: slice) -> None:  # pad, unfold, multiply (and pool) these images, in cache
             x_pad[images, 1:-1, 1:-1, :] = x_nhwc[images]
             _im2col(x_pad[images], cols[images])
-            block = y[images].reshape(-1, w_mat.shape[1])
+            block = conv_out[images].reshape(-1, f)
             np.matmul(cols[images].reshape(-1, KERNEL * KERNEL * c), w_mat, out=block)
             block += bias
+            if self.pool:
+                _pool_forward(conv_out[images].transpose(0, 3, 1, 2), out[images].transpose(0, 3, 1, 2),
+                              *(m[images] for m in masks))
 
         run([functools.partial(job, images) for images in _image_blocks(n, c, h, w)])
-        return y.reshape(n * h * w, -1), cols.reshape(n * h * w, KERNEL * KERNEL * c)
+        return out, cols.reshape(n * h * w, KERNEL * KERNEL * c), masks
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         n, c, h, w = x.shape
         if c != self.in_channels:
             raise ValueError(f"Conv2D expects {self.in_channels} input channels, got input of shape "
                              f"{x.shape}; check the previous layer's out_channels")
+        if self.pool and (h % 2 or w % 2):
+            raise ValueError(f"a pooled Conv2D needs even height and width, got input of shape {x.shape}")
         f = self.out_channels
         # rows of w_mat ordered (ky, kx, c), matching the columns of the im2col matrix
         w_mat = self.params["W"].transpose(2, 3, 1, 0).reshape(KERNEL * KERNEL * c, f)
         if training or n <= EVAL_CHUNK:
-            y, cols = self._forward_block(x, w_mat)
-            self._cache = (cols, w_mat, x.shape)
+            y, cols, masks = self._forward_block(x, w_mat)
+            self._cache = (cols, w_mat, x.shape, masks)
         else:  # a large evaluation batch, a block of images at a time; nothing to backpropagate
             self._cache = None
-            y = np.empty((n * h * w, f), w_mat.dtype)
+            s = 2 if self.pool else 1
+            y = np.empty((n, h // s, w // s, f), w_mat.dtype)
             for i in range(0, n, EVAL_CHUNK):
-                block = x[i:i + EVAL_CHUNK]
-                y[i * h * w:(i + len(block)) * h * w] = self._forward_block(block, w_mat)[0]
-        return y.reshape(n, h, w, f).transpose(0, 3, 1, 2)
+                y[i:i + EVAL_CHUNK] = self._forward_block(x[i:i + EVAL_CHUNK], w_mat)[0]
+        return y.transpose(0, 3, 1, 2)
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """grad_out (N, F, H, W) = dL/dy of the last forward; fills grads["W"] (F, C, 3, 3) and
-        grads["b"] (F,); returns dL/dx (N, C, H, W), or None when need_input_grad is False (the
-        first layer: the dY W^T matmul and col2im are skipped)."""
+        """grad_out (N, F, H, W) = dL/dy of the last forward ((N, F, H/2, W/2) when pooled);
+        fills grads["W"] (F, C, 3, 3) and grads["b"] (F,); returns dL/dx (N, C, H, W), or None
+        when need_input_grad is False (the first layer: the dY W^T matmul and col2im are skipped)."""
         if self._cache is None:
             raise RuntimeError("Conv2D.backward needs a preceding forward with training=True or at "
                                f"most EVAL_CHUNK={EVAL_CHUNK} images; larger evaluation batches keep no cache")
-        cols, w_mat, (n, c, h, w) = self._cache
+        cols, w_mat, (n, c, h, w), masks = self._cache
         f = self.out_channels
-        # (N*H*W, F) rows: a free view when grad_out is channels-last, as ReLU/MaxPool2D keep it;
-        # cast so a float64 gradient cannot silently turn every matmul into float64
-        dy = grad_out.transpose(0, 2, 3, 1).reshape(n * h * w, f).astype(cols.dtype, copy=False)
-        dw_mat, db, dx = _backward(cols, dy, w_mat, (n, c, h, w), need_input_grad)
+        fill_dy = None
+        if self.pool:  # dL/d(conv output), routed through the pooling by each job for its images
+            dy_nhwc = np.empty((n, h, w, f), cols.dtype)
+            dy_nchw = dy_nhwc.transpose(0, 3, 1, 2)
+
+            def fill_dy(images: slice) -> None:
+                _pool_backward(grad_out[images], *(m[images] for m in masks), dy_nchw[images])
+            dy = dy_nhwc.reshape(n * h * w, f)
+        else:
+            # (N*H*W, F) rows: a free view when grad_out is channels-last, as ReLU/MaxPool2D keep
+            # it; cast so a float64 gradient cannot silently turn every matmul into float64
+            dy = grad_out.transpose(0, 2, 3, 1).reshape(n * h * w, f).astype(cols.dtype, copy=False)
+        dw_mat, db, dx = _backward(cols, dy, w_mat, (n, c, h, w), need_input_grad, fill_dy)
         self.grads["W"][...] = dw_mat.reshape(KERNEL, KERNEL, c, f).transpose(3, 2, 0, 1)
         self.grads["b"][...] = db
         return dx
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels}
+        return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "pool": self.pool}
+
+
+def _pool_forward(x: np.ndarray, y: np.ndarray, first_row: np.ndarray, left_top: np.ndarray,
+                  left_bottom: np.ndarray) -> None:
+    """2x2 max pooling of x (N, C, H, W) into y (N, C, H/2, W/2), with the masks `_pool_backward`
+    routes the gradient by (bool, (N, C, H/2, W/2)), all written in place."""
+    tl, tr = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]
+    bl, br = x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
+    top, bottom = np.maximum(tl, tr), np.maximum(bl, br)  # in the layout of x's quarters
+    # '>=' keeps the first element on ties, which gives the row-major tie rule
+    np.greater_equal(tl, tr, out=left_top)
+    np.greater_equal(bl, br, out=left_bottom)
+    np.greater_equal(top, bottom, out=first_row)
+    np.maximum(top, bottom, out=y)
+
+
+def _pool_masks(like: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first_row, left_top, left_bottom) bool arrays of the shape and memory layout of `like`."""
+    return tuple(np.empty_like(like, dtype=bool) for _ in range(3))
 
 
 def _pool_backward(grad_out: np.ndarray, first_row: np.ndarray, left_top: np.ndarray,
@@ -268,18 +321,15 @@ class MaxPool2D(Layer):
         h, w = x.shape[2:]
         if h % 2 or w % 2:
             raise ValueError(f"MaxPool2D needs even height and width, got input of shape {x.shape}")
-        tl, tr = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]
-        bl, br = x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
-        top, bottom = np.maximum(tl, tr), np.maximum(bl, br)  # in the layout of x's quarters
-        # '>=' keeps the first element on ties, which gives the row-major tie rule
-        self._left_top, self._left_bottom = tl >= tr, bl >= br
-        self._first_row = top >= bottom
+        y = np.empty_like(x[:, :, 0::2, 0::2])  # in the layout of x's quarters
+        self._masks = _pool_masks(y)
+        _pool_forward(x, y, *self._masks)
         self._x_like = x
-        return np.maximum(top, bottom, out=top)
+        return y
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         dx = np.empty_like(self._x_like)  # same memory layout as x
-        _pool_backward(grad_out, self._first_row, self._left_top, self._left_bottom, dx)
+        _pool_backward(grad_out, *self._masks, dx)
         return dx
 
 

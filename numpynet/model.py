@@ -125,15 +125,16 @@ def build_cnn(image_shape: tuple[int, int, int], conv_channels: list[int], hidde
     """CNN on flat rows (N, C*H*W): [conv3x3 -> maxpool2x2 -> ReLU] per entry of
     `conv_channels`, then flatten and an MLP head `hidden_sizes` -> n_classes.
 
-    Pooling before the ReLU computes the same numbers as the usual conv -> ReLU -> pool
-    (max and max(., 0) commute, and both orders send each gradient to the same element), with
-    the ReLU on a quarter of the values."""
-    from numpynet.conv import Conv2D, Flatten, MaxPool2D
+    Each pooling runs inside its convolution (Conv2D(pool=True)). Pooling before the ReLU
+    computes the same numbers as the usual conv -> ReLU -> pool (max and max(., 0) commute,
+    and both orders send each gradient to the same element), with the ReLU on a quarter of
+    the values."""
+    from numpynet.conv import Conv2D, Flatten
 
     c, h, w = image_shape
     layers: list[Layer] = [Reshape((c, h, w))]
     for out_c in conv_channels:
-        layers += [Conv2D(c, out_c, rng, dtype), MaxPool2D(), ReLU()]
+        layers += [Conv2D(c, out_c, rng, dtype, pool=True), ReLU()]
         c, h, w = out_c, h // 2, w // 2
     layers.append(Flatten())
     head = build_mlp(c * h * w, hidden_sizes, n_classes, rng, dropout, dropout_rng, dtype)
@@ -211,9 +212,14 @@ def _check_layer(spec: Any, shape: tuple[int, ...], where: str) -> tuple[int, ..
         return tuple(target)
     if kind == "conv2d":
         c_in, c_out = _count(spec, "in_channels", where), _count(spec, "out_channels", where)
+        pool = spec.get("pool", False)   # files written before pooling moved into Conv2D have none
+        if not isinstance(pool, bool):
+            raise ModelFormatError(f"{where}: conv2d pool is {_short(pool)}; expected true or false")
         if len(shape) != 3 or shape[0] != c_in:
             raise ModelFormatError(f"{where}: a conv2d layer of {c_in} input channels receives shape {shape}")
-        return (c_out, *shape[1:])
+        if pool and (shape[1] % 2 or shape[2] % 2):
+            raise ModelFormatError(f"{where}: a pooled conv2d needs images of even height and width, receives {shape}")
+        return (c_out, shape[1] // 2, shape[2] // 2) if pool else (c_out, *shape[1:])
     if kind == "maxpool2d":
         if len(shape) != 3 or shape[1] % 2 or shape[2] % 2:
             raise ModelFormatError(f"{where}: maxpool2d needs images of even height and width, receives {shape}")
@@ -244,7 +250,7 @@ def _make_layer(spec: dict[str, Any]) -> Layer:
     if kind == "dense":
         return Dense(spec["n_in"], spec["n_out"])
     if kind == "conv2d":
-        return conv.Conv2D(spec["in_channels"], spec["out_channels"])
+        return conv.Conv2D(spec["in_channels"], spec["out_channels"], pool=spec.get("pool", False))
     if kind == "dropout":
         return Dropout(spec["rate"])
     if kind == "reshape":

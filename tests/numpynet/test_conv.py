@@ -113,6 +113,33 @@ def test_conv_gradients_weights_bias_and_input(shape, job_elements, monkeypatch)
     check_layer_gradients(float64_conv(shape[1], 4), x)
 
 
+@pytest.mark.parametrize("shape, job_elements", [
+    ((2, 3, 4, 6), 1 << 18),             # C < W: K-major col2im; one job
+    ((3, 6, 4, 2), 6 * 9 * 4 * 2 * 2),   # C >= W: channels-last col2im, jobs of 2 images (2 + 1)
+])
+def test_pooled_conv_gradients_weights_bias_and_input(shape, job_elements, monkeypatch):
+    monkeypatch.setattr(parallel, "JOB_ELEMENTS", job_elements)
+    x = np.random.default_rng(20).standard_normal(shape)
+    layer = float64_conv(shape[1], 4)
+    layer.pool = True
+    check_layer_gradients(layer, x)
+
+
+def test_pooled_conv_gives_the_bytes_of_conv_then_maxpool(monkeypatch):
+    """Conv2D(pool=True) pools inside its jobs; that must be exactly Conv2D then MaxPool2D, ties
+    included (small integers make them), forward, weight gradients and dL/dx, over several jobs."""
+    monkeypatch.setattr(parallel, "JOB_ELEMENTS", 9 * 3 * 8 * 8 * 2)  # jobs of 2 images: 2, 2, 1
+    x = np.random.default_rng(21).integers(-2, 3, (5, 3, 8, 8)).astype(np.float32)
+    g = np.random.default_rng(22).standard_normal((5, 6, 4, 4)).astype(np.float32)
+    results = []
+    for pooled in (False, True):
+        layer = Conv2D(3, 6, pool=pooled)
+        layer.params["W"][...] = np.random.default_rng(23).integers(-1, 2, layer.params["W"].shape)
+        layer.params["b"][...] = [-1, 0, 1, 0, 2, 0]
+        results.append(run_stack([layer] if pooled else [layer, MaxPool2D()], x, g))
+    assert results[0] == results[1]
+
+
 def test_conv_gradients_with_channels_last_input_and_upstream_gradient():
     layer = float64_conv(2, 3, seed=4)
     x = channels_last(np.random.default_rng(5).standard_normal((2, 2, 4, 4)))
@@ -148,7 +175,13 @@ def test_conv_keeps_float32_and_reports_spec():
     dx = layer.backward(np.ones_like(y))
     assert dx.dtype == np.float32 and layer.grads["W"].dtype == np.float32
     assert layer.backward(np.ones(y.shape)).dtype == np.float32  # a float64 gradient is not promoted
-    assert layer.spec() == {"kind": "conv2d", "in_channels": 3, "out_channels": 8}
+    assert layer.spec() == {"kind": "conv2d", "in_channels": 3, "out_channels": 8, "pool": False}
+    pooled = Conv2D(3, 8, rng, pool=True)
+    y = pooled.forward(rng.standard_normal((2, 3, 6, 6), dtype=np.float32), training=True)
+    assert y.shape == (2, 8, 3, 3) and y.dtype == np.float32 and pooled.spec()["pool"] is True
+    assert pooled.backward(np.ones(y.shape)).dtype == np.float32
+    with pytest.raises(ValueError, match="even height and width"):
+        pooled.forward(np.zeros((1, 3, 5, 6), np.float32))
 
 
 def test_conv_rejects_wrong_channel_count():
@@ -283,7 +316,7 @@ def test_feature_maps_stay_channels_last_through_the_stack():
     """The layout contract the speed relies on (see numpynet.conv): conv output, pool output and
     every gradient on the way back are (N, H, W, C) memory, so no layer pays for a transpose."""
     rng = np.random.default_rng(14)
-    layers = [Conv2D(3, 4, rng), MaxPool2D(), ReLU(), Conv2D(4, 6, rng), ReLU(), MaxPool2D(), Flatten()]
+    layers = [Conv2D(3, 4, rng, pool=True), ReLU(), Conv2D(4, 6, rng), ReLU(), MaxPool2D(), Flatten()]
     out = rng.standard_normal((2, 3, 8, 8), dtype=np.float32)
     for layer in layers[:-1]:
         out = layer.forward(out, training=True)
@@ -334,3 +367,33 @@ def test_conv_jobs_give_the_same_bytes_on_any_worker_count(monkeypatch):
     finally:
         parallel.set_workers(1)
     assert results[0] == results[1] == results[2]
+
+
+def test_model_files_with_separate_pooling_layers_still_load_and_agree():
+    """Model files from before pooling moved into Conv2D list conv2d (no 'pool') then maxpool2d;
+    they load, and compute what the pooled layers compute. A 'pool' that is not a bool is refused."""
+    import json
+
+    from numpynet.model import ModelFormatError, build_cnn, from_arrays, to_arrays
+
+    net = build_cnn((3, 8, 8), [4, 6], [5], 3, np.random.default_rng(24))
+    arrays = to_arrays(net, {"input_shape": [3, 8, 8]})
+    specs = json.loads(str(arrays["architecture"]))
+    old, renamed = [], {}
+    for i, spec in enumerate(specs):
+        for key in ("W", "b"):
+            if f"layer{i}.{key}" in arrays:
+                renamed[f"layer{len(old)}.{key}"] = arrays[f"layer{i}.{key}"]
+        if spec["kind"] == "conv2d":
+            old += [{k: v for k, v in spec.items() if k != "pool"}, {"kind": "maxpool2d"}]
+        else:
+            old.append(spec)
+    old_arrays = {**renamed, "architecture": np.array(json.dumps(old)), "meta": arrays["meta"]}
+    old_net, _ = from_arrays(old_arrays)
+    assert [s["kind"] for s in old_net.architecture()].count("maxpool2d") == 2
+    x = np.random.default_rng(25).standard_normal((7, 3 * 8 * 8), dtype=np.float32)
+    assert old_net.forward(x).tobytes() == net.forward(x).tobytes()
+
+    specs[1]["pool"] = "yes"
+    with pytest.raises(ModelFormatError, match="conv2d pool is 'yes'; expected true or false"):
+        from_arrays({**arrays, "architecture": np.array(json.dumps(specs))})

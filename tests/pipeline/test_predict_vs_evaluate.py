@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 def evaluate_in(workdir: Path, source: Path, flip_tta: bool) -> list[dict]:
     """Run the evaluate stage in `workdir` on `source`'s model and prepared test split; its
     misclassified.csv rows."""
-    for rel in ("models/model.npz", "data/prepared/test_images.npy", "data/prepared/test_labels.npy"):
+    for rel in ("models/model.npz", "models/training.json", "data/prepared/test_images.npy",
+                "data/prepared/test_labels.npy"):
         (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source / rel, workdir / rel)
     params = yaml.safe_load((source / "params.yaml").read_text())
@@ -101,7 +102,7 @@ def test_flip_tta_changes_the_probabilities_so_the_cases_differ(trained, tmp_pat
 @pytest.mark.realdata
 @pytest.mark.parametrize("flip_tta", [False, True], ids=["flip_tta-off", "flip_tta-on"])
 def test_on_the_real_data(tmp_path, flip_tta):
-    needed = [ROOT / "models/model.npz", ROOT / "data/prepared/test_images.npy"]
+    needed = [ROOT / "models/model.npz", ROOT / "models/training.json", ROOT / "data/prepared/test_images.npy"]
     if not all(p.exists() for p in needed):
         pytest.skip("the workspace holds no real-data outputs: run `make repro` with CIFAR10_ARCHIVE set first")
     assert_predict_matches(tmp_path, ROOT, flip_tta)
