@@ -59,7 +59,7 @@ exp-gather: $(VENV)/.s3-installed
 	if [ -n "$$GITHUB_STEP_SUMMARY" ]; then cat sweep-report.md >> "$$GITHUB_STEP_SUMMARY"; fi
 
 bench: $(VENV)/.test-installed
-	python -m benchmarks.bench_train
+	python -m benchmarks.bench_train $(if $(TORCH_PYTHON),--torch-python $(TORCH_PYTHON))
 
 bench-sweep: $(VENV)/.test-installed
 	python -m benchmarks.bench_sweep

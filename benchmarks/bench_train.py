@@ -45,9 +45,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("fetch", "filter_normalize", "train", "evaluate")
+# the reference config as train params (the stage still validates every epoch on the val split)
+REFERENCE_STAGE = {"model": "mlp", "hidden_sizes": [128, 64], "learning_rate": 0.01, "batch_size": 64,
+                   "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "lr_schedule": "constant",
+                   "warmup_epochs": 0, "dropout": 0.0, "flip": False, "crop_padding": 0, "restore_best": False,
+                   "label_smoothing": 0.0, "mixup_alpha": 0.0}
 
 
 def mlp_flops_per_epoch(n: int, sizes: list[int]) -> float:
@@ -57,17 +63,17 @@ def mlp_flops_per_epoch(n: int, sizes: list[int]) -> float:
     return float(n) * per_sample
 
 
-def timing_run(args: list[str], cwd: Path, env: dict) -> dict:
-    """Run benchmarks.mlp_timing in a fresh process; its JSON result."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.mlp_timing", *args], cwd=cwd, env=env,
+def timing_run(args: list[str], cwd: Path, env: dict, python: str = sys.executable) -> dict:
+    """Run benchmarks.mlp_timing in a fresh process of `python`; its JSON result."""
+    out = subprocess.run([python, "-m", "benchmarks.mlp_timing", *args], cwd=cwd, env=env,
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"benchmarks.mlp_timing {' '.join(args)} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def torch_available(env: dict) -> str | None:
-    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"], env=env,
+def torch_available(env: dict, python: str = sys.executable) -> str | None:
+    out = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], env=env,
                          capture_output=True, text=True)
     return out.stdout.strip() if out.returncode == 0 else None
 
@@ -83,6 +89,20 @@ def scratch_copy(dest: Path) -> None:
            "GIT_COMMITTER_EMAIL": "b@b"}
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
         subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+
+
+def reference_stage_seconds(work: Path, env: dict, epochs: int) -> float:
+    """Wall time of the whole train stage (start-up, data loading, validation, writing the model)
+    with the reference config in params.yaml; params.yaml is put back afterwards."""
+    path = work / "params.yaml"
+    saved = path.read_text()
+    params = yaml.safe_load(saved)
+    params["train"].update(REFERENCE_STAGE, epochs=epochs)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        return run_measured([sys.executable, "-m", "stages.train"], work, env)[0]
+    finally:
+        path.write_text(saved)
 
 
 def run_measured(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
@@ -102,6 +122,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, choices=range(1, 21), metavar="1..20",
                         help="timed runs per implementation, alternating")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
+    parser.add_argument("--torch-python", default=sys.executable,
+                        help="the Python that runs PyTorch (default: this one; e.g. a venv of its own with torch)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/bench_train.json")
     args = parser.parse_args()
     if not os.environ.get("CIFAR10_ARCHIVE") and not (ROOT / "data/raw").exists():
@@ -127,14 +149,16 @@ def main() -> None:
 
         data = ["--data", str(work / "data/prepared")]
         timed = [*data, "--epochs", str(args.epochs)]
-        torch_version = None if args.no_torch else torch_available(env)
+        torch_version = None if args.no_torch else torch_available(env, args.torch_python)
         runs: dict[str, list[dict]] = {"reference": [], "torch": [], "default": [], "default_1_thread": []}
+        stage_runs: list[float] = []   # the whole `python -m stages.train` process, reference params
         one_thread = {**env, "OPENBLAS_NUM_THREADS": "1"}
         print(f"\ntraining, {args.repeats} alternating runs of each (fresh processes) ...", flush=True)
         for _ in range(args.repeats):
             runs["reference"].append(timing_run(["numpy", *timed], work, env))
             if torch_version:
-                runs["torch"].append(timing_run(["torch", *timed], work, env))
+                runs["torch"].append(timing_run(["torch", *timed], work, env, args.torch_python))
+                stage_runs.append(reference_stage_seconds(work, env, args.epochs))
             runs["default"].append(timing_run(["numpy", "--config", "default", *timed], work, env))
             runs["default_1_thread"].append(timing_run(["numpy", "--config", "default", *timed], work, one_thread))
         profile = timing_run(["numpy", *data, "--epochs", "5", "--profile"], work, env)
@@ -145,6 +169,12 @@ def main() -> None:
         best = min(r["seconds"] for r in runs["reference"]) / min(r["seconds"] for r in runs["torch"])
         results["train"]["ratio_ours_to_torch"] = {"median": round(statistics.median(ratios), 3),
                                                    "best_to_best": round(best, 3), "runs": [round(r, 3) for r in ratios]}
+        results["train"]["reference_stage"] = {
+            "seconds": {"median": round(statistics.median(stage_runs), 2), "best": round(min(stage_runs), 2),
+                        "runs": [round(t, 2) for t in stage_runs]},
+            "ratio_to_torch_loop": {"median": round(statistics.median(stage_runs) / statistics.median(
+                r["seconds"] for r in runs["torch"]), 3),
+                "best_to_best": round(min(stage_runs) / min(r["seconds"] for r in runs["torch"]), 3)}}
     results["profile"] = profile
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -207,12 +237,16 @@ def print_table(results: dict, torch_version: str | None, profile: dict) -> None
     print(f"  {'float32 matmul peak':<32} {ref['matmul_peak_gflop_per_second']:7.1f} GFLOP/s (4096^2, in each numpynet run; "
           f"OpenBLAS {blas.get('architecture', '?')} kernels, single-threaded blocks on {ref.get('threads', '?')} threads)")
     if torch_version is None:
-        print("  PyTorch: not importable (or --no-torch), skipped; pip install torch==2.13.0 into the venv to compare")
+        print("  PyTorch: not importable (or --no-torch), skipped; give --torch-python <a Python with torch> to compare")
     else:
         r = t["torch"]
         print(f"  {'PyTorch ' + torch_version + ', reference':<32} {r['seconds']['median']:7.2f} s {r['seconds']['runs']}  "
               f"ratio ours / PyTorch {t['ratio_ours_to_torch']['median']:.2f} (median of {t['ratio_ours_to_torch']['runs']}; "
               f"best run / best run {t['ratio_ours_to_torch']['best_to_best']:.2f})")
+        st = t["reference_stage"]
+        print(f"  {'the whole train stage, reference':<32} {st['seconds']['median']:7.2f} s {st['seconds']['runs']}  "
+              f"ratio stage / PyTorch loop {st['ratio_to_torch_loop']['median']:.2f} (medians; "
+              f"best run / best run {st['ratio_to_torch_loop']['best_to_best']:.2f})")
     total = profile["seconds"]
     print(f"\nwhere the time goes: reference config, {profile['epochs']} epochs with timers ({total:.2f} s)")
     timed = 0.0

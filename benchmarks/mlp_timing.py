@@ -90,36 +90,40 @@ def first_layer_alone(x: np.ndarray, n_out: int, batch: int, steps: int = 200, r
 
 def numpy_setup(config: str, epochs: int):
     """(TrainConfig, hidden sizes, dropout, seed) of the named config."""
+    from numpynet.model import ModelSpec
     from numpynet.training import TrainConfig
 
     if config == "reference":
         return (TrainConfig(learning_rate=REFERENCE["learning_rate"], batch_size=REFERENCE["batch_size"], epochs=epochs),
                 REFERENCE["hidden_sizes"], REFERENCE["dropout"], 0)
 
-    from stages.train import read_params
+    from stages.params import load, make_config
+    from stages.train import PARAMS
 
-    arch, cfg = read_params()  # reads params.yaml in the working directory, validated as the stage does
-    if arch["model"] != "mlp":
-        raise SystemExit(f"mlp_timing: params.yaml says train.model: {arch['model']}; this benchmark times MLPs "
-                         "(benchmarks/bench_conv.py times the CNN)")
+    values = load(PARAMS)  # params.yaml in the working directory, validated as the stage does
+    spec, cfg = make_config(ModelSpec, values), make_config(TrainConfig, values)
+    if spec.model != "mlp":
+        raise SystemExit(f"mlp_timing: params.yaml says train.model: {spec.model}; this benchmark times MLPs "
+                         "(benchmarks/bench_cnn.py times the CNN)")
     cfg = dataclasses.replace(cfg, epochs=epochs, restore_best=False)  # restore_best needs a validation split
-    return cfg, arch["hidden_sizes"], arch["dropout"], arch["seed"]
+    return cfg, list(spec.hidden_sizes), spec.dropout, values["seed"]
 
 
 def run_numpy(x: np.ndarray, y: np.ndarray, config: str, epochs: int, profile: bool) -> dict:
+    from cifar10.layout import IMAGE_SHAPE
     from numpynet import parallel
     from numpynet.model import build_mlp
-    from numpynet.training import fit, rng_streams
+    from numpynet.training import RandomStreams, fit
 
     parallel.set_workers(stages.threads())  # as run_stage does
     cfg, hidden, dropout, seed = numpy_setup(config, epochs)
-    rngs = rng_streams(seed)
-    net = build_mlp(x.shape[1], hidden, int(y.max()) + 1, rngs["init"], dropout, rngs["dropout"])
+    streams = RandomStreams.from_seed(seed)
+    net = build_mlp(x.shape[1], hidden, int(y.max()) + 1, streams.init, dropout, streams.dropout)
     peak = matmul_peak()
     first_layer = first_layer_alone(x, hidden[0], cfg.batch_size)
     timers = instrument(net) if profile else None
     t = time.perf_counter()
-    fit(net, x, y, None, None, cfg, rngs["shuffle"], rngs["augment"], mixup_rng=rngs["mixup"])
+    fit(net, (x, y), None, cfg, streams, IMAGE_SHAPE)
     seconds = time.perf_counter() - t
     out = {"framework": "numpy", "numpy": np.__version__, "blas": blas_info(), "config": config,
            "threads": stages.threads(),
