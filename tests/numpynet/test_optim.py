@@ -67,5 +67,6 @@ def test_weight_decay_is_chosen_by_role_not_by_name():
 
     net = build_cnn((3, 8, 8), [4], [5], 2, np.random.default_rng(0))
     roles = {p.name: p.decay for p in net.parameters()}
-    assert roles == {"layer1.W": True, "layer1.b": False, "layer5.W": True, "layer5.b": False,
-                     "layer7.W": True, "layer7.b": False}
+    # layers: reshape, conv2d (pooled), relu, flatten, dense, relu, dense
+    assert roles == {"layer1.W": True, "layer1.b": False, "layer4.W": True, "layer4.b": False,
+                     "layer6.W": True, "layer6.b": False}
