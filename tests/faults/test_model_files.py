@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from stages._io import load_npz, save_npz
-from tests.helpers.files import assert_clean_failure, snapshot
+from tests.helpers.files import assert_clean_failure, evaluate_with
 
 pytestmark = pytest.mark.slow
 
@@ -182,23 +182,12 @@ def test_predict_refuses_the_model_in_one_line(trained_repo, good, image, tmp_pa
 
 @pytest.mark.parametrize("name", CASES)
 def test_evaluate_refuses_the_model_and_keeps_its_outputs(trained_repo, good, tmp_path, name):
-    model = trained_repo.path / "models/model.npz"
-    saved = tmp_path / "saved.npz"
-    os.replace(model, saved)
-    try:
-        before = snapshot(trained_repo.path, ("metrics", "plots", "data", "dvc.lock"))
+    def put(model: Path, saved: Path) -> None:
         crafted_path = crafted(name, saved, tmp_path)
         if name != "missing":
             os.replace(crafted_path, model)
-        proc = trained_repo.run("bash", "-c", f"ulimit -v {3 << 20}; exec {sys.executable} -m stages.evaluate",
-                                check=False, timeout=60)
-        after = snapshot(trained_repo.path, ("metrics", "plots", "data", "dvc.lock"))
-    finally:
-        if model.is_dir():
-            model.rmdir()
-        else:
-            model.unlink(missing_ok=True)
-        os.replace(saved, model)
+
+    proc, before, after = evaluate_with(trained_repo, "models/model.npz", put, tmp_path)
     line = assert_clean_failure(proc, "evaluate", "models/model.npz", fragment(name))
     assert proc.stderr.strip() == line
     assert after == before

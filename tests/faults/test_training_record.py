@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.files import assert_clean_failure, snapshot
+from tests.helpers.files import assert_clean_failure, evaluate_with
 
 pytestmark = pytest.mark.slow
 
@@ -76,21 +75,8 @@ CASES: dict[str, tuple[Callable[[Path, bytes], None], str]] = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_evaluate_refuses_the_training_record_and_keeps_its_outputs(trained_repo, tmp_path, name):
-    record = trained_repo.path / RECORD
-    saved = tmp_path / "saved.json"
-    os.replace(record, saved)
-    try:
-        before = snapshot(trained_repo.path, ("metrics", "plots", "data", "dvc.lock"))
-        CASES[name][0](record, saved.read_bytes())
-        proc = trained_repo.run("bash", "-c", f"ulimit -v {3 << 20}; exec {sys.executable} -m stages.evaluate",
-                                check=False, timeout=60)
-        after = snapshot(trained_repo.path, ("metrics", "plots", "data", "dvc.lock"))
-    finally:
-        if record.is_dir():
-            record.rmdir()
-        else:
-            record.unlink(missing_ok=True)
-        os.replace(saved, record)
+    proc, before, after = evaluate_with(trained_repo, RECORD, lambda path, good: CASES[name][0](path, good.read_bytes()),
+                                        tmp_path)
     line = assert_clean_failure(proc, "evaluate", RECORD, CASES[name][1])
     assert proc.stderr.strip() == line
     assert after == before

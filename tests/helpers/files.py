@@ -11,13 +11,18 @@
     assert_clean_failure(proc, "fetch", "fragment", ...)
                                           exit 1, no traceback, one final `fetch: error:` line
                                           holding every fragment; returns that line
+    evaluate_with(repo, "models/model.npz", put, tmp)
+                                          evaluate run (memory-capped) with that input replaced
+                                          by `put`; (process, snapshot before, snapshot after)
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 # What a failed stage must leave as it was: every DVC output folder and dvc.lock.
@@ -82,3 +87,27 @@ def assert_clean_failure(proc: subprocess.CompletedProcess, stage: str, *fragmen
     for fragment in fragments:
         assert fragment in errors[0], f"{fragment!r} not in the message{out}"
     return errors[0]
+
+
+def evaluate_with(repo, rel: str, put: Callable[[Path, Path], None],
+                  tmp: Path) -> tuple[subprocess.CompletedProcess, dict[str, str], dict[str, str]]:
+    """Run the evaluate stage of `repo` (a PipelineRepo) under a 3 GiB address-space limit with
+    its input `rel` replaced: the good file is moved aside to tmp, `put(path, good)` writes the
+    replacement at `path` (or nothing, for a missing input), and the good file is put back
+    afterwards. Returns (the process, snapshot of the outputs before, after)."""
+    target, saved = repo.path / rel, tmp / f"saved-{Path(rel).name}"
+    kept = ("metrics", "plots", "data", "dvc.lock")
+    os.replace(target, saved)
+    try:
+        before = snapshot(repo.path, kept)
+        put(target, saved)
+        proc = repo.run("bash", "-c", f"ulimit -v {3 << 20}; exec {sys.executable} -m stages.evaluate",
+                        check=False, timeout=60)
+        after = snapshot(repo.path, kept)
+    finally:
+        if target.is_dir():
+            target.rmdir()
+        else:
+            target.unlink(missing_ok=True)
+        os.replace(saved, target)
+    return proc, before, after
