@@ -12,7 +12,7 @@ operands, so every result is bit-for-bit the same.
     run(jobs)           call each job (disjoint outputs) on the worker threads
     batch_slices(n, e)  a batch of n items of e elements of work each, cut into jobs' runs
 
-Small products (below MIN_SPLIT_MACS multiply-adds) are one BLAS call on the calling thread,
+Small products (below 16M multiply-adds, see SPLITS) are one BLAS call on the calling thread,
 because handing them to a thread costs more than they take.
 """
 
@@ -25,9 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-MIN_SPLIT_MACS = 1 << 24   # one block per this many multiply-adds: handing a thread less work
-                           # than that costs more than it saves (benchmarks/mlp_timing.py)
-MAX_BLOCKS = 4             # at most this many blocks, so up to 4 workers have work
+# (multiply-adds from which, blocks): a product is cut in two from 16M multiply-adds, in four
+# from 64M (benchmarks/bench_blocks.py, 2 cores, two runs; time against one block): two blocks
+# took 0.93x-1.13x at 8.4M (not worth a thread), 0.74x-0.96x at 16.8M and 0.51x-0.73x at 25-65M
+# (the reference MLP's first layer is 25M); four took 0.55x-1.11x at 25-65M, as each block packs
+# the shared operand again, and pay only on larger products. Three blocks never: on two workers
+# one of them idles a third of the time.
+SPLITS = ((1 << 26, 4), (1 << 24, 2))
 ALIGN = 16                 # block edges fall on multiples of 16 rows / columns (BLAS tile sizes)
 JOB_ELEMENTS = 1 << 18     # elements of work (~1 MB of float32) per job of `batch_jobs`: a job's
                            # data stays in cache from one of its passes to the next (and jobs of
@@ -60,7 +64,8 @@ def block_edges(length: int, macs: int) -> list[int]:
 
     A function of the two numbers only (never of the worker count): that is what keeps
     results independent of threads."""
-    blocks = min(MAX_BLOCKS, macs // MIN_SPLIT_MACS, max(1, length // ALIGN))
+    blocks = next((b for least, b in SPLITS if macs >= least), 1)
+    blocks = min(blocks, max(1, length // ALIGN))
     if blocks <= 1:
         return [0, length]
     units = -(-length // ALIGN)   # the axis in ALIGN-sized units, the last one possibly short

@@ -81,9 +81,14 @@ def test_every_model_kind_trains_to_the_same_bytes_on_any_thread_count():
 
 
 def test_block_edges_depend_on_the_shape_only_and_cover_the_axis():
-    assert parallel.block_edges(128, parallel.MIN_SPLIT_MACS - 1) == [0, 128]
+    assert parallel.block_edges(128, (1 << 24) - 1) == [0, 128]
+    assert parallel.block_edges(128, 1 << 24) == [0, 64, 128]          # the reference MLP's first layer: two
+    assert parallel.block_edges(3072, 64 * 3072 * 128) == [0, 1536, 3072]
+    assert parallel.block_edges(1000, (1 << 26) - 1) == [0, 496, 1000]
+    assert parallel.block_edges(100, 1 << 26) == [0, 16, 48, 80, 100]   # four, on multiples of ALIGN
+    assert parallel.block_edges(20, 1 << 30) == [0, 20]                  # too short an axis to cut
     edges = parallel.block_edges(1000, 10**12)
-    assert edges[0] == 0 and edges[-1] == 1000 and len(edges) == parallel.MAX_BLOCKS + 1
+    assert edges[0] == 0 and edges[-1] == 1000 and len(edges) == 5
     assert all(e % parallel.ALIGN == 0 for e in edges[:-1]) and edges == sorted(set(edges))
 
 
