@@ -12,7 +12,8 @@
    numpynet training process right before it trains, and the ratio of (1) to it.
    The ceiling: the time of the first layer's forward and weight-gradient products alone, and
    with its in-place update W -= dW (same shapes, same process, nothing else in the loop), for
-   as many steps as the run: no training loop built on numpy.matmul beats it.
+   as many steps as the run, computed as the layers compute them (numpynet.parallel.matmul):
+   no training loop built on those products beats it.
 3. The same MLP, batch, epochs and learning rate in PyTorch on the CPU when `torch` is
    importable (not a dependency: `pip install torch==2.13.0` into the venv to include it),
    and the time ratio ours / PyTorch.

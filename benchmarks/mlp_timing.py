@@ -61,9 +61,13 @@ def first_layer_alone(x: np.ndarray, n_out: int, batch: int, steps: int = 200, r
       "products_and_update": the same plus the one in-place pass of the SGD update, W -= dW (as if
                              the learning rate were already folded into the gradient).
 
-    That layer holds ~97% of a reference-config step's FLOPs, so no training loop built on
-    numpy.matmul (and NumPy's in-place arithmetic) can run a step faster than these here.
+    The products are `numpynet.parallel.matmul`'s, as the layers compute them (in blocks on the
+    worker threads where the shape is large enough). That layer holds ~97% of a reference-config
+    step's FLOPs, so no training loop built on these products (and NumPy's in-place arithmetic)
+    can run a step faster than these here.
     """
+    from numpynet.parallel import matmul
+
     rng = np.random.default_rng(0)
     w = rng.standard_normal((x.shape[1], n_out), dtype=np.float32)
     dz = rng.standard_normal((batch, n_out), dtype=np.float32) * np.float32(1e-4)
@@ -71,8 +75,8 @@ def first_layer_alone(x: np.ndarray, n_out: int, batch: int, steps: int = 200, r
     batches = [x[i * batch:(i + 1) * batch] for i in range(min(steps, len(x) // batch))]
 
     def products(xb: np.ndarray) -> None:
-        np.matmul(xb, w, out=z)
-        np.matmul(xb.T, dz, out=dw)
+        matmul(xb, w, out=z)
+        matmul(xb.T, dz, out=dw)
 
     def products_and_update(xb: np.ndarray) -> None:
         products(xb)
