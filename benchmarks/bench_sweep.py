@@ -2,7 +2,7 @@
 `-j 2` with OPENBLAS_NUM_THREADS=1 (one experiment per core), and proof that both give the same
 metrics, experiment for experiment.
 
-    CIFAR10_ARCHIVE=../shared/cifar10/cifar-10-python.tar.gz python -m benchmarks.bench_sweep [--seeds 4]
+    CIFAR10_ARCHIVE=../shared/cifar10/cifar-10-python.tar.gz python -m benchmarks.bench_sweep [--seeds 5]
 
 Works in a `git clone` of HEAD in a temporary folder (the work tree here is untouched). Each
 round queues the default params with train.seed = 0..N-1 (`dvc exp run --queue -f`, so every
@@ -69,7 +69,7 @@ def sweep_round(repo: Path, jobs: int, threads: str | None, seeds: int, prefix: 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
     if not os.environ.get("CIFAR10_ARCHIVE"):
         print("bench_sweep: CIFAR10_ARCHIVE unset: fetch downloads the archive", file=sys.stderr)

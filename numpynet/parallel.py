@@ -25,12 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-# (multiply-adds from which, blocks): a product is cut in two from 16M multiply-adds, in four
-# from 64M (benchmarks/bench_blocks.py, 2 cores, two runs; time against one block): two blocks
-# took 0.93x-1.13x at 8.4M (not worth a thread), 0.74x-0.96x at 16.8M and 0.51x-0.73x at 25-65M
-# (the reference MLP's first layer is 25M); four took 0.55x-1.11x at 25-65M, as each block packs
-# the shared operand again, and pay only on larger products. Three blocks never: on two workers
-# one of them idles a third of the time.
+# (multiply-adds from which, blocks): a product is cut in two from 16M multiply-adds and in four
+# from 64M, never in three (on two workers one of them would idle a third of the time). Below
+# 16M a second thread costs more than it saves; four blocks pay only on larger products, as each
+# block packs the shared operand again. benchmarks/bench_blocks.py measures each cut.
 SPLITS = ((1 << 26, 4), (1 << 24, 2))
 ALIGN = 16                 # block edges fall on multiples of 16 rows / columns (BLAS tile sizes)
 JOB_ELEMENTS = 1 << 18     # elements of work (~1 MB of float32) per job of `batch_jobs`: a job's
