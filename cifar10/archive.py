@@ -15,7 +15,7 @@ a list of ints 0..9, b'batch_label' a name. The archive is untrusted input, so:
   no numpy pickle machinery and no other code runs on the archive's bytes.
 
 `read_archive` returns a `CifarArrays`; `fingerprints` gives the sha256 of its arrays as
-params.yaml `fetch.sha256` declares them. Every problem raises `CifarFormatError` naming the
+cifar10/source.yaml `sha256` declares them. Every problem raises `CifarFormatError` naming the
 member and what was wrong. No file paths of the project and no params.yaml here.
 
     arrays = read_archive("cifar-10-python.tar.gz")
@@ -451,7 +451,7 @@ def array_sha256(array: np.ndarray) -> str:
 
 
 def fingerprints(arrays: CifarArrays) -> dict[str, str]:
-    """sha256 of each array as params.yaml `fetch.sha256` declares it: images uint8 C order,
+    """sha256 of each array as cifar10/source.yaml `sha256` declares it: images uint8 C order,
     labels cast to uint8 (values 0..9). Keys: FINGERPRINT_KEYS."""
     return {
         "train_images": array_sha256(arrays.train_images.astype(np.uint8, copy=False)),

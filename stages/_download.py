@@ -102,7 +102,7 @@ def cached_download(url: str, md5: str, cache_dir: Path, *,
             resumed, last = False, f"md5 {got} after resuming a partial download, expected {md5}"
             continue
         raise DownloadError(f"download of {url} gave a file with md5 {got}, expected {md5} "
-                            "(params.yaml fetch.md5); the file was deleted")
+                            "(cifar10/source.yaml md5); the file was deleted")
     raise DownloadError(f"download of {url} failed after {tries} tries: {last}")
 
 

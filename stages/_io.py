@@ -10,6 +10,7 @@ a final name.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import glob
 import io
@@ -150,6 +151,15 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> None:
+    """A CSV through the `csv` module (any field is quoted as it needs), "\n" line ends."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
@@ -206,6 +216,26 @@ def save_figure(path: Path, fig: Any) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     write_bytes(path, buf.getvalue())
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename the file or folder `path` to a temporary name beside it (None if there is none), for
+    a writer that must write `path` in place (DVCLive's live record) yet put it back on failure."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return None
+    _remove_stale(path)
+    aside = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".old", dir=path.parent))
+    aside.rmdir()
+    os.replace(path, aside)
+    return aside
+
+
+def put_back(path: Path, aside: Path | None) -> None:
+    """Undo `set_aside`: whatever is at `path` now is deleted and the old one returns."""
+    shutil.rmtree(path, ignore_errors=True)
+    if aside is not None:
+        os.replace(aside, path)
 
 
 @contextlib.contextmanager

@@ -22,15 +22,20 @@ def _pyplot():
     return plt
 
 
-def loss_curve(path: Path, epochs: list[int], train_loss: list[float],
-               val_loss: list[float] | None, val_accuracy: list[float] | None) -> None:
-    """Training (and validation) loss per epoch, with validation accuracy on a second axis."""
+def loss_curve(path: Path, epochs: list[int], train_loss: list[float], val_loss: list[float] | None,
+               val_accuracy: list[float] | None, saved_epoch: int) -> None:
+    """Training (and validation) loss per epoch, validation accuracy on a second axis, and a line at
+    the epoch whose weights the model holds."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(epochs, train_loss, label="train loss", color="tab:blue")
     if val_loss is not None:
         ax.plot(epochs, val_loss, label="validation loss", color="tab:orange")
+    ax.axvline(saved_epoch, color="black", linestyle=":", linewidth=1.2, label=f"saved: epoch {saved_epoch}")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # no epoch 2.5 on a short run
     ax.set_ylabel("cross-entropy loss")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
@@ -41,7 +46,29 @@ def loss_curve(path: Path, epochs: list[int], train_loss: list[float],
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
     ax.legend(handles, labels, loc="center right")
-    ax.set_title("Training loss curve")
+    ax.set_title(f"Loss per epoch; the model holds epoch {saved_epoch}'s weights")
+    fig.tight_layout()
+    save_figure(path, fig)
+    plt.close(fig)
+
+
+def per_class(path: Path, values: dict[str, list[float]], metrics: tuple[str, ...]) -> None:
+    """Horizontal bars: for each class (top to bottom in label order), one bar per metric in [0, 1]."""
+    plt = _pyplot()
+    names = list(values)
+    k, m = len(names), len(metrics)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * k * m / 2 + 1.8))
+    height = 0.8 / m
+    for j, metric in enumerate(metrics):
+        rows = [i + j * height for i in range(k)]
+        bars = ax.barh(rows, [values[n][j] for n in names], height=height, label=metric)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+    ax.set_yticks([i + height * (m - 1) / 2 for i in range(k)], names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.08)
+    ax.set_xlabel("score on the test split")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 * 6 / (k * m / 2 + 3)), ncol=m, fontsize=8, frameon=False)
+    ax.set_title("Per-class precision, recall and F1 (test split)")
     fig.tight_layout()
     save_figure(path, fig)
     plt.close(fig)

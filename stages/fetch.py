@@ -3,13 +3,13 @@
     python -m stages.fetch                                       # download (or reuse the cache)
     CIFAR10_ARCHIVE=../shared/cifar10/cifar-10-python.tar.gz python -m stages.fetch   # offline
 
-Reads params.yaml `fetch.url`, `fetch.md5` (of the downloaded archive) and `fetch.sha256` (of
-the decoded arrays). Sources:
+Reads the dataset's identity from cifar10/source.yaml: `url`, `md5` (of the downloaded archive)
+and `sha256` (of the decoded arrays); it has no params. Sources:
 - CIFAR10_ARCHIVE=<file>: a local copy or mirror, used as is (it may be repackaged, so its md5
   is not checked); nothing is downloaded.
-- otherwise `fetch.url`, downloaded once into the user cache ($CIFAR10_CACHE_DIR, else
-  $XDG_CACHE_HOME/cifar10-numpy, else ~/.cache/cifar10-numpy) and checked against `fetch.md5`.
-Whatever the source, the decoded arrays must match `fetch.sha256`, so the output is the same.
+- otherwise `url`, downloaded once into the user cache ($CIFAR10_CACHE_DIR, else
+  $XDG_CACHE_HOME/cifar10-numpy, else ~/.cache/cifar10-numpy) and checked against `md5`.
+Whatever the source, the decoded arrays must match `sha256`, so the output is the same.
 Download knobs (tests shorten them): CIFAR10_DOWNLOAD_TIMEOUT=<seconds> to connect and to wait
 for the next byte (default 15 and 60), CIFAR10_RETRY_DELAYS=<s,s,...> the pause before each
 retry (default 1,2,4; "0" = a single retry, at once). Unset or empty = the default.
@@ -41,7 +41,8 @@ MAX_RETRIES = 10
 LOCAL_HINT = (f"to use a local copy instead, set {ARCHIVE_ENV}=/path/to/cifar-10-python.tar.gz "
               "(e.g. ../shared/cifar10/cifar-10-python.tar.gz)")
 
-PARAMS = Section("fetch", (
+SOURCE_FILE = Path("cifar10/source.yaml")
+SOURCE = Section("cifar10", (
     Param("url", Url(), "where to download cifar-10-python.tar.gz"),
     Param("md5", Hex(32), "md5 of the downloaded archive"),
     Param("sha256", Mapping(archive.FINGERPRINT_KEYS, Hex(64)), "sha256 of the decoded arrays, whatever the source"),
@@ -126,7 +127,7 @@ def return_freed_memory_to_the_system() -> None:
 def main() -> None:
     return_freed_memory_to_the_system()
     start = time.monotonic()
-    values = load(PARAMS)
+    values = load(SOURCE, SOURCE_FILE)
     url, md5, expected = values["url"], values["md5"], values["sha256"]
     path, source = locate_archive(url, md5)
 
@@ -140,9 +141,9 @@ def main() -> None:
     wrong = archive.fingerprint_mismatches(archive.fingerprints(arrays), expected)
     if wrong:
         raise StageError(
-            f"{path}: decoded {', '.join(wrong)} differ from params.yaml fetch.sha256; this is not "
+            f"{path}: decoded {', '.join(wrong)} differ from {SOURCE_FILE} sha256; this is not "
             "the CIFAR-10 data the pipeline expects (a modified or damaged copy?): use an unmodified "
-            f"cifar-10-python.tar.gz, or update fetch.sha256 only if you mean to change the dataset")
+            f"cifar-10-python.tar.gz, or update {SOURCE_FILE} only if you mean to change the dataset")
 
     try:
         with atomic_dir(OUT_DIR) as tmp:
@@ -157,7 +158,7 @@ def main() -> None:
 
     print(f"fetch: {source}\n"
           f"fetch: wrote {OUT_DIR}/: {len(arrays.train_labels)} train + {len(arrays.test_labels)} test "
-          f"images, {len(arrays.class_names)} classes, fingerprints match params.yaml "
+          f"images, {len(arrays.class_names)} classes, fingerprints match {SOURCE_FILE} "
           f"({time.monotonic() - start:.1f} s)")
 
 

@@ -295,18 +295,18 @@ class Section:
     def keys(self) -> list[str]:
         return [p.key for p in self.params]
 
-    def validate(self, raw: Any) -> dict[str, Any]:
-        """The checked values of one section, or StageError naming the first bad key."""
+    def validate(self, raw: Any, path: Path = PARAMS_FILE) -> dict[str, Any]:
+        """The checked values of one section of the YAML file `path`, or StageError naming the first bad key."""
         if not isinstance(raw, dict):
-            raise StageError(f"{PARAMS_FILE}: section '{self.name}:' is a {type(raw).__name__}; "
+            raise StageError(f"{path}: section '{self.name}:' is a {type(raw).__name__}; "
                              f"expected a mapping of {', '.join(self.keys())}")
         unknown = [str(k) for k in raw if k not in self.keys()]
         if unknown:
-            raise StageError(f"{PARAMS_FILE}: {self.name}.{quote(unknown[0], bare=True)} is not a param of "
+            raise StageError(f"{path}: {self.name}.{quote(unknown[0], bare=True)} is not a param of "
                              f"'{self.name}'; the params are {', '.join(self.keys())} (a typo?)")
         values = {}
         for p in self.params:
-            where = f"{PARAMS_FILE}: {self.name}.{p.key}"
+            where = f"{path}: {self.name}.{p.key}"
             if p.key not in raw:
                 raise StageError(f"{where} is missing; expected {p.rule.describe()} ({p.help})")
             try:
@@ -316,7 +316,7 @@ class Section:
                                  f"({p.help})") from None
         for check in self.checks:
             if not check.holds(values):
-                raise StageError(f"{PARAMS_FILE}: {self.name}: {check.message}")
+                raise StageError(f"{path}: {self.name}: {check.message}")
         return values
 
 
@@ -328,8 +328,8 @@ def read_file(path: Path = PARAMS_FILE) -> dict[str, Any]:
     except OSError as err:
         raise StageError(f"cannot read {path}: {err.strerror or err}; run from the repository root") from None
     if len(data) > MAX_PARAMS_BYTES:
-        raise StageError(f"{path} is larger than {MAX_PARAMS_BYTES >> 20} MiB; the params file holds a few "
-                         "dozen keys: restore it (git checkout params.yaml)")
+        raise StageError(f"{path} is larger than {MAX_PARAMS_BYTES >> 20} MiB; the file holds a few "
+                         f"dozen keys: restore it (git checkout {path})")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -346,17 +346,17 @@ def read_file(path: Path = PARAMS_FILE) -> dict[str, Any]:
     except RecursionError:
         raise StageError(f"{path} nests too deeply to be a params file; fix the file and rerun") from None
     if not isinstance(parsed, dict):
-        raise StageError(f"{path} holds a {type(parsed).__name__}; expected a mapping of sections "
-                         "(fetch, filter_normalize, train, evaluate)")
+        raise StageError(f"{path} holds a {type(parsed).__name__}; expected a mapping of sections")
     return parsed
 
 
 def load(section: Section, path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """The checked values of `section` in params.yaml, or StageError naming the bad key."""
+    """The checked values of `section` in params.yaml (or another YAML file of sections, such as
+    cifar10/source.yaml), or StageError naming the bad key."""
     data = read_file(path)
     if section.name not in data:
         raise StageError(f"{path}: missing section '{section.name}:' (a mapping of {', '.join(section.keys())})")
-    return section.validate(data[section.name])
+    return section.validate(data[section.name], path)
 
 
 def make_config(cls: type, values: dict[str, Any], **extra: Any):

@@ -9,6 +9,10 @@ normalized with exactly the statistics the model was trained with (they travel i
 model file), and classified as `evaluate` classifies: with test-time flip averaging when
 params.yaml `evaluate.flip_tta` is true, so an image gets the probabilities `evaluate` would
 give it. --flip-tta / --no-flip-tta override params.yaml (and make it unnecessary).
+
+The model picks among the classes it was trained on (filter_normalize.classes) and only those:
+it has no "none of these", so a photo of a flower gets the nearest trained class, possibly with
+a high probability. The output names those classes (--json: "classes").
 """
 
 from __future__ import annotations
@@ -60,9 +64,11 @@ def main(argv: list[str] | None = None) -> None:
         results.append({"image": str(path), "predictions": [
             {"class": names[i], "probability": round(float(p[i]), 6)} for i in order]})
     if args.json:
-        json.dump(results, sys.stdout, indent=2)
+        json.dump({"classes": list(names), "flip_tta": flip_tta, "images": results}, sys.stdout, indent=2)
         print()
         return
+    print(f"The model picks among the {len(names)} classes it was trained on ({', '.join(names)}); "
+          "it cannot answer 'none of these'.")
     for r in results:
         shown = ", ".join(f"{q['class']} {q['probability']:.3f}" for q in r["predictions"])
         print(f"{r['image']}: {shown}")

@@ -50,17 +50,13 @@ class Tolerance:
 
 
 # The first matching row decides. Another BLAS (ARM, another library) changes float32 rounding,
-# and after thousands of SGD steps that moves a model about as much as another seed does: the
-# default config's test accuracy over seeds 0..4 spans 0.825-0.832.
+# and after thousands of SGD steps that moves a model about as much as another seed does (the
+# seed-to-seed spread of the results is in the README's results table).
 TOLERANCES = (
-    Tolerance("count of test images", r"(^|\.)support$", 0, 0, "fixed by the data: must be equal"),
-    Tolerance("epoch count", r"^epochs$", 0, 0, "fixed by the params: must be equal"),
-    Tolerance("confusion count", r"^confusion_matrix\.", 30, 0,
-              "images per cell: 30 = 1% of the 3,000 test images"),
     Tolerance("rate", r"(accuracy|precision|recall|f1)$", 0.01, 0,
               "accuracy, precision, recall, F1: 0.01 absolute, above seed-to-seed noise"),
     Tolerance("loss", r"loss$", 0, 0.05, "cross-entropy: 5% of the committed value"),
-    Tolerance("epoch index", r"epoch$", 10, 0, "the best validation epoch: 10 epochs either way"),
+    Tolerance("epoch index", r"(epoch|step)$", 10, 0, "the saved (best validation) epoch: 10 epochs either way"),
 )
 FALLBACK = Tolerance("other", r"", 0, 0.01, "any other metric: 1% of the committed value")
 

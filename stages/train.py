@@ -2,10 +2,10 @@
 
     python -m stages.train
 
-Reads data/prepared/ and params `train.*`; writes models/model.npz (weights,
-architecture, class names, input normalization) and models/training.json (the loss and
-accuracy of every epoch), both cached by DVC, which `evaluate` turns into
-metrics/train.json, plots/training.csv and plots/loss_curve.png (see stages/_history.py).
+Reads data/prepared/ and params `train.*`; writes models/, which DVC caches: model.npz (weights,
+architecture, class names, input normalization) and training/, the loss and accuracy of every
+epoch logged with DVCLive as it trains (stages/_training_log.py), which `evaluate` reports in
+metrics/metrics.json and plots/loss_curve.png.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cifar10.layout import IMAGE_SHAPE
 from numpynet.model import MODEL_KINDS, ModelSpec, build
 from numpynet.schedules import SCHEDULES
 from numpynet.training import EpochRecord, RandomStreams, TrainConfig, TrainingDiverged, fit
-from stages import _history, _model_file, _prepared
+from stages import _model_file, _prepared, _training_log
 from stages._io import StageError, run_stage
 from stages.params import Boolean, Check, Choice, Integer, IntegerList, Param, Real, Section, load, make_config
 
@@ -84,28 +84,40 @@ def main() -> None:
                          f"training set ({len(train[0])} images); choose at most {len(train[0])}")
 
     streams = RandomStreams.from_seed(values["seed"])
-    on_epoch, done = progress(config.epochs)
-    try:
-        network = build(spec, IMAGE_SHAPE, len(class_names), streams.init, streams.dropout)
-        result = fit(network, train, val, config, streams, IMAGE_SHAPE, on_epoch)
-    except MemoryError:
-        sizes = (f"conv_channels {list(spec.conv_channels)}, " if spec.model == "cnn" else "") + \
-            f"hidden_sizes {list(spec.hidden_sizes)}, batch_size {config.batch_size}"
-        raise StageError(f"params.yaml: train: the network ({sizes}) does not fit in memory; "
-                         "choose smaller train.hidden_sizes (or conv_channels / batch_size)") from None
-    except TrainingDiverged as err:
-        raise StageError(str(err)) from err
-    finally:
-        done()
-    _model_file.save(MODEL, network, spec.model, class_names, info["normalization"], IMAGE_SHAPE)
+    show, done = progress(config.epochs)
+    recorder = None
 
-    h = result.history
-    last = h[-1]
-    restored_epoch = (result.best_epoch if result.restored else len(h)) if config.restore_best else None
-    _history.write(_history.PATH, h, restored_epoch)
-    has_val = last.val_loss is not None
-    print(f"train: {len(h)} epochs, final train loss {last.train_loss:.4f}"
-          + ("" if not has_val else f", val accuracy {last.val_accuracy:.4f}") + f" -> {MODEL}")
+    def on_epoch(record: EpochRecord) -> None:
+        recorder.epoch(record)
+        show(record)
+
+    try:
+        try:
+            network = build(spec, IMAGE_SHAPE, len(class_names), streams.init, streams.dropout)
+            recorder = _training_log.Recorder()
+            result = fit(network, train, val, config, streams, IMAGE_SHAPE, on_epoch)
+        finally:
+            done()
+        saved = result.history[(result.best_epoch if result.restored else len(result.history)) - 1]
+        recorder.finish(saved)
+        _model_file.save(MODEL, network, spec.model, class_names, info["normalization"], IMAGE_SHAPE)
+        recorder.keep()
+    except BaseException as err:
+        if recorder is not None:
+            recorder.discard()   # the earlier record back, as the earlier model stays
+        if isinstance(err, MemoryError):
+            sizes = (f"conv_channels {list(spec.conv_channels)}, " if spec.model == "cnn" else "") + \
+                f"hidden_sizes {list(spec.hidden_sizes)}, batch_size {config.batch_size}"
+            raise StageError(f"params.yaml: train: the network ({sizes}) does not fit in memory; "
+                             "choose smaller train.hidden_sizes (or conv_channels / batch_size)") from None
+        if isinstance(err, TrainingDiverged):
+            raise StageError(str(err)) from err
+        raise
+
+    which = "the best validation epoch" if result.restored else "the last epoch"
+    score = "" if saved.val_accuracy is None else f", validation accuracy {saved.val_accuracy:.4f}"
+    print(f"train: {len(result.history)} epochs; saved the weights of epoch {saved.epoch} ({which}{score}) "
+          f"-> {MODEL}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from tests.helpers.archives import fixture_fingerprints, make_archive  # noqa: E
 
 class SyntheticArchive(NamedTuple):
     path: Path                   # a small cifar-10-python.tar.gz (make_archive defaults: 60 train, 30 test)
-    fingerprints: dict[str, str]  # what params.yaml fetch.sha256 must hold for it
+    fingerprints: dict[str, str]  # what cifar10/source.yaml sha256 must hold for it
 
 
 @pytest.fixture(scope="session")

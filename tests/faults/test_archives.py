@@ -1,6 +1,6 @@
 """Broken and malicious archives given to the real fetch stage (`python -m stages.fetch`).
 
-Every case starts from a folder where a good archive has already been fetched (params.yaml with
+Every case starts from a folder where a good archive has already been fetched (cifar10/source.yaml with
 the fixture's fingerprints, data/raw/ complete), then runs the stage on a bad archive via
 CIFAR10_ARCHIVE, and asserts: exit 1, one `fetch: error:` line naming the archive and the
 problem and what to do, no traceback, data/ byte-identical to before (no partial or temporary
@@ -32,7 +32,7 @@ from tests.helpers.archives import (
     reduce_pickle,
     run_fetch,
     tar_member,
-    write_fetch_params,
+    write_source,
 )
 from tests.helpers.files import assert_clean_failure, snapshot
 
@@ -48,7 +48,7 @@ def fetched(synthetic_archive, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A folder where the good fixture archive was fetched, and its data/ snapshot."""
     base = tmp_path_factory.mktemp("faults-archives") / "fetched"
     base.mkdir()
-    write_fetch_params(base / "params.yaml", synthetic_archive.fingerprints)
+    write_source(base, synthetic_archive.fingerprints)
     proc = run_fetch(base, archive=synthetic_archive.path)
     assert proc.returncode == 0, proc.stderr
     return base, snapshot(base, ("data",))
@@ -195,7 +195,7 @@ def test_bad_archive_is_refused_and_data_is_untouched(fetched, synthetic_archive
     assert_clean_failure(proc, "fetch", f"{archive}: ", *fragments, "use an intact cifar-10-python.tar.gz")
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # the error line alone
     assert snapshot(run, ("data",)) == data_before, "data/ changed, or a partial/temporary folder was left"
-    assert sorted(p.name for p in run.iterdir()) == sorted(["data", "params.yaml", f"{EVIL_MODULE}.py"])
+    assert sorted(p.name for p in run.iterdir()) == sorted(["data", "cifar10", f"{EVIL_MODULE}.py"])
     assert not (tmp_path / "escaped").exists() and not os.path.lexists(ABSOLUTE_TARGET)
     assert not (run / MARKER).exists() and not (Path.cwd() / MARKER).exists(), "a pickle ran code"
 

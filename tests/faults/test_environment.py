@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.helpers.archives import fetch_env, write_fetch_params
+from tests.helpers.archives import fetch_env, write_source
 from tests.helpers.files import assert_clean_failure
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ def fetch(workdir, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def workdir(synthetic_archive, tmp_path):
-    write_fetch_params(tmp_path / "params.yaml", synthetic_archive.fingerprints)
+    write_source(tmp_path, synthetic_archive.fingerprints)
     return tmp_path
 
 
@@ -50,7 +50,7 @@ CASES = {
     "retries-50000": ({"CIFAR10_RETRY_DELAYS": lambda w: ",".join(["0"] * 50_000)},
                       "asks for 50000 retries; give at most 10"),
     "retry-negative": ({"CIFAR10_RETRY_DELAYS": lambda w: "1,-2"}, "CIFAR10_RETRY_DELAYS='1,-2'"),
-    "cache-a-file": ({"CIFAR10_CACHE_DIR": lambda w: str(w / "params.yaml")}, "download cache", "CIFAR10_CACHE_DIR"),
+    "cache-a-file": ({"CIFAR10_CACHE_DIR": lambda w: str(w / "cifar10" / "source.yaml")}, "download cache", "CIFAR10_CACHE_DIR"),
 }
 
 

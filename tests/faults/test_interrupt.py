@@ -2,7 +2,9 @@
 
 - `train` killed in mid-epoch, then rerun: the rerun's outputs are byte-identical to those of
   an uninterrupted run (the one `dvc repro` made), and while train runs, a watcher reading
-  models/model.npz (and models/training.json) never sees a file that is not complete.
+  models/model.npz never sees a file that is not complete. The training record
+  (models/training/) is written live, epoch by epoch, so a killed run leaves the epochs it
+  finished; DVC removes models/ before it runs train, and a rerun replaces the record.
 - `fetch` killed mid-download from a slow local server: nothing under data/, nothing under the
   archive's final name in the cache; the rerun resumes from the bytes already received and
   writes exactly what a fetch from the local archive writes.
@@ -16,7 +18,6 @@ and the download last long enough to be interrupted.
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.archives import fixture_fingerprints, make_archive, run_fetch, write_fetch_params
+from tests.helpers.archives import fixture_fingerprints, make_archive, run_fetch, write_source
 from tests.helpers.files import assert_clean_failure, digests, md5, sha256, snapshot
 from tests.helpers.http import NAME, FaultServer, fetch_process, start_fetch
 from tests.helpers.repo import PipelineRepo
@@ -38,7 +39,8 @@ pytestmark = pytest.mark.slow
 # 3 classes x 200 = 600 images: 540 train, 60 validation; a 3072-256-128-3 MLP (a 3 MB model
 # file) for 6 epochs takes a few seconds, long enough to be killed after epoch 1.
 TRAIN = {"hidden_sizes": [256, 128], "batch_size": 32, "epochs": 6}
-TRAIN_OUTPUTS = ("models/model.npz", "models/training.json")
+TRAIN_OUTPUTS = ("models/model.npz", "models/training/metrics.json", "models/training/plots/metrics/train/loss.tsv",
+                 "models/training/plots/metrics/val/loss.tsv", "models/training/plots/metrics/val/accuracy.tsv")
 # One BLAS thread per process: on 2 shared cores, threaded BLAS triples the CPU time of these
 # small products. Every run compared here uses the same setting.
 ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -61,11 +63,11 @@ def repo(big_archive, tmp_path_factory) -> PipelineRepo:
 
 
 class Watcher:
-    """Reads models/model.npz and models/training.json in a loop while a run goes on; records
-    every state in which one exists but is not a complete, loadable file."""
+    """Reads models/model.npz in a loop while a run goes on; records every state in which it
+    exists but is not a complete, loadable file."""
 
     def __init__(self, root: Path) -> None:
-        self.model, self.metrics = root / "models/model.npz", root / "models/training.json"
+        self.model = root / "models/model.npz"
         self.problems: list[str] = []
         self.complete_models: set[str] = set()
         self.reads = 0
@@ -95,12 +97,6 @@ class Watcher:
                     self.complete_models.add(sha256(data))
                 except Exception as err:
                     self.problems.append(f"models/model.npz ({len(data)} bytes): {err!r}")
-            try:
-                json.loads(self.metrics.read_text())
-            except FileNotFoundError:
-                pass
-            except ValueError as err:
-                self.problems.append(f"models/training.json: {err!r}")
             time.sleep(0.002)
 
 
@@ -111,8 +107,7 @@ def start_stage(repo: PipelineRepo, name: str) -> subprocess.Popen:
 
 def test_train_killed_mid_epoch_then_rerun_equals_an_uninterrupted_run(repo):
     reference = digests(repo.path, TRAIN_OUTPUTS)  # from the uninterrupted `dvc repro train`
-    for path in TRAIN_OUTPUTS:  # as dvc does before it runs the stage
-        (repo.path / path).unlink()
+    shutil.rmtree(repo.path / "models")  # as dvc does before it runs the stage
 
     with Watcher(repo.path) as watcher:
         proc = start_stage(repo, "train")
@@ -124,16 +119,19 @@ def test_train_killed_mid_epoch_then_rerun_equals_an_uninterrupted_run(repo):
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, f"train ended by itself before the kill: {first}{out}{err}"
     assert f"epoch {TRAIN['epochs']:3d}/" not in out, "killed too late: training had finished"
-    for path in TRAIN_OUTPUTS:
-        assert not (repo.path / path).exists(), f"{path} exists after train was killed"
-    leftovers = [p.name for p in (repo.path / "models").iterdir() if p.name != ".gitignore"]
-    assert leftovers == [], f"files left in models/ by the killed run: {leftovers}"
+    assert not (repo.path / "models/model.npz").exists(), "a model file after train was killed"
+    leftovers = [p.name for p in (repo.path / "models").iterdir()]
+    assert leftovers == ["training"], f"files left in models/ by the killed run: {leftovers}"
+    logged = (repo.path / TRAIN_OUTPUTS[2]).read_text().splitlines()   # the live record: the epochs done
+    assert 2 <= len(logged) < TRAIN["epochs"] + 1 and logged[0] == "step\tloss"
     assert watcher.problems == []
 
     with Watcher(repo.path) as watcher:
         proc = repo.stage("train")
     assert proc.returncode == 0, proc.stderr
     assert digests(repo.path, TRAIN_OUTPUTS) == reference, "the rerun differs from the uninterrupted run"
+    assert sorted(p.name for p in (repo.path / "models").iterdir()) == ["model.npz", "training"], \
+        "the rerun left the killed run's record (or a temporary copy of it) beside its own"
     assert watcher.problems == [], watcher.problems
     assert watcher.complete_models <= {reference["models/model.npz"]}  # only ever the final model
     assert watcher.reads > 50
@@ -146,14 +144,14 @@ def test_fetch_killed_mid_download_then_rerun_resumes(big_archive, tmp_path):
     body = path.read_bytes()
     reference = tmp_path / "reference"  # an uninterrupted fetch, from the local archive
     reference.mkdir()
-    write_fetch_params(reference / "params.yaml", fingerprints)
+    write_source(reference, fingerprints)
     assert run_fetch(reference, archive=path).returncode == 0
 
     server = FaultServer(body, [f"stall-after-{3 << 20}", "ok"])  # 3 MiB, then silence
     try:
         run, cache = tmp_path / "run", tmp_path / "cache"
         run.mkdir()
-        write_fetch_params(run / "params.yaml", fingerprints, url=server.url(), md5=md5(body))
+        write_source(run, fingerprints, url=server.url(), md5=md5(body))
         part = cache / f"{NAME}.part"
         proc = start_fetch(run, cache, env={"CIFAR10_DOWNLOAD_TIMEOUT": "60"})
         deadline = time.monotonic() + 60

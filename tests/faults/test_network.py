@@ -1,8 +1,8 @@
 """The real fetch stage downloading from a local HTTP server that misbehaves.
 
 Each case starts from a folder where data/raw/ was already fetched (from the local archive),
-points params.yaml fetch.url at a FaultServer on 127.0.0.1 (fetch.md5 = the fixture archive's
-md5, fetch.sha256 = its fingerprints), gives the stage an empty download cache
+points cifar10/source.yaml's url at a FaultServer on 127.0.0.1 (its md5 = the fixture archive's
+md5, its sha256 = the fixture's fingerprints), gives the stage an empty download cache
 (CIFAR10_CACHE_DIR) and short timeouts / no retry pauses (CIFAR10_DOWNLOAD_TIMEOUT,
 CIFAR10_RETRY_DELAYS), and runs `python -m stages.fetch`. A failure must exit 1 with one
 `fetch: error:` line naming the URL and the cause and pointing at CIFAR10_ARCHIVE, no traceback,
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.archives import make_arrays, run_fetch, write_fetch_params
+from tests.helpers.archives import make_arrays, run_fetch, write_source
 from tests.helpers.files import assert_clean_failure, listing, md5, snapshot
 from tests.helpers.http import NAME, FaultServer, fetch_process
 
@@ -36,7 +36,7 @@ def fetched(synthetic_archive, tmp_path_factory) -> Path:
     """A folder whose data/raw/ holds the fixture's arrays (fetched from the local archive)."""
     base = tmp_path_factory.mktemp("faults-network") / "fetched"
     base.mkdir()
-    write_fetch_params(base / "params.yaml", synthetic_archive.fingerprints)
+    write_source(base, synthetic_archive.fingerprints)
     assert run_fetch(base, archive=synthetic_archive.path).returncode == 0
     return base
 
@@ -59,7 +59,7 @@ def setup(fetched, synthetic_archive, servers, tmp_path):
         servers.append(server)
         run = tmp_path / "run"
         shutil.copytree(fetched, run, symlinks=True)
-        write_fetch_params(run / "params.yaml", synthetic_archive.fingerprints,
+        write_source(run, synthetic_archive.fingerprints,
                            url=url or server.url(), md5=digest or md5(body))
         return run, server, tmp_path / "cache"
     return make
@@ -113,7 +113,7 @@ def test_wrong_md5_is_refused_and_the_file_is_not_kept(setup, synthetic_archive)
     proc = fetch_process(run, cache)
     actual = md5(synthetic_archive.path.read_bytes())
     assert_clean_failure(proc, "fetch", f"download of {server.url()} gave a file with md5 {actual}, expected {wrong}",
-                         "params.yaml fetch.md5", "the file was deleted", LOCAL_HINT)
+                         "cifar10/source.yaml md5", "the file was deleted", LOCAL_HINT)
     assert listing(cache) == []  # neither under its final name nor as .part
     assert snapshot(run, ("data",)) == before
     # and the next run with the same params does not trust anything left behind

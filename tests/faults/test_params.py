@@ -1,11 +1,13 @@
-"""Every params.yaml key, broken every way its rule refuses, through a real run of its stage.
+"""Every params.yaml key, broken every way its rule refuses, through a real run of its stage; and
+the same for cifar10/source.yaml, fetch's dataset identity, read by the same schema machinery.
 
-The cases are generated from the stages' schemas (`PARAMS` in stages/<stage>.py, through
+The cases are generated from the stages' schemas (`PARAMS` in stages/<stage>.py and
+`SOURCE` in stages/fetch.py, through
 `stages.params.refused_values`): wrong types, values out of range, non-finite and huge numbers,
 long strings, malformed URLs; then each key missing, unknown keys, cross-key rules, and broken
 files (invalid YAML, not UTF-8, too large, absent). Each (key, value) is a run of
-`python -m stages.<section>` in a shared PipelineRepo copy whose outputs were made once by
-`dvc repro`; params.yaml is put back after each case. Each case asserts exit status 1, one
+`python -m stages.<stage>` in a shared PipelineRepo copy whose outputs were made once by
+`dvc repro`; the file is put back after each case. Each case asserts exit status 1, one
 `<stage>: error: ...` line naming the key, the bad value (shortened when long) and what is
 allowed, no traceback, and outputs (data/, models/, metrics/, plots/, dvc.lock) byte-identical.
 """
@@ -34,15 +36,19 @@ from tests.helpers.repo import PipelineRepo
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("fetch", "filter_normalize", "train", "evaluate")
-SCHEMAS = {name: importlib.import_module(f"stages.{name}").PARAMS for name in STAGES}
+STAGES = ("filter_normalize", "train", "evaluate")
+PARAMS_FILE, SOURCE_FILE = "params.yaml", "cifar10/source.yaml"
+# (stage, file, schema): every stage's params section, and fetch's dataset identity
+SCHEMAS = [(name, PARAMS_FILE, importlib.import_module(f"stages.{name}").PARAMS) for name in STAGES] + [
+    ("fetch", SOURCE_FILE, importlib.import_module("stages.fetch").SOURCE)]
 
 
 @dataclass(frozen=True)
 class Case:
     stage: str
-    edit: Callable[[bytes], bytes | None]  # params.yaml bytes -> new bytes, or None to delete the file
+    edit: Callable[[bytes], bytes | None]  # file bytes -> new bytes, or None to delete the file
     fragments: tuple[str, ...]              # what the error line must hold
+    file: str = PARAMS_FILE                 # the file the edit applies to
 
 
 def _edit(change: Callable[[dict], None]) -> Callable[[bytes], bytes]:
@@ -59,22 +65,23 @@ def _set(section: str, **values: Any) -> Callable[[bytes], bytes]:
 
 def _cases() -> dict[str, Case]:
     cases: dict[str, Case] = {}
-    for name, schema in SCHEMAS.items():
+    for stage, file, schema in SCHEMAS:
+        name = schema.name
         for p in schema.params:
-            where = f"params.yaml: {name}.{p.key}"
-            cases[f"{name}.{p.key}-missing"] = Case(name, _edit(lambda d, s=name, k=p.key: d[s].pop(k)),
-                                                    (f"{where} is missing; expected {p.rule.describe()}",))
+            where = f"{file}: {name}.{p.key}"
+            cases[f"{name}.{p.key}-missing"] = Case(stage, _edit(lambda d, s=name, k=p.key: d[s].pop(k)),
+                                                    (f"{where} is missing; expected {p.rule.describe()}",), file)
         for i, (key, value) in enumerate(refused_values(schema)):
             rule = next(p.rule for p in schema.params if p.key == key)
             loaded = yaml.safe_load(yaml.safe_dump(value, sort_keys=False))
-            cases[f"{name}.{key}-{i}={quote(value, 25)}"] = Case(name, _set(name, **{key: value}), (
-                f"params.yaml: {name}.{key}: {quote(loaded)} ", f"expected {rule.describe()}"))
-        cases[f"{name}-unknown-key"] = Case(name, _set(name, colour="red"), (
-            f"params.yaml: {name}.colour is not a param of '{name}'", "a typo?"))
-        cases[f"{name}-section-missing"] = Case(name, _edit(lambda d, s=name: d.pop(s)),
-                                                (f"params.yaml: missing section '{name}:'",))
-        cases[f"{name}-section-not-a-mapping"] = Case(name, _edit(lambda d, s=name: d.update({s: [1, 2]})),
-                                                      (f"section '{name}:' is a list; expected a mapping",))
+            cases[f"{name}.{key}-{i}={quote(value, 25)}"] = Case(stage, _set(name, **{key: value}), (
+                f"{file}: {name}.{key}: {quote(loaded)} ", f"expected {rule.describe()}"), file)
+        cases[f"{name}-unknown-key"] = Case(stage, _set(name, colour="red"), (
+            f"{file}: {name}.colour is not a param of '{name}'", "a typo?"), file)
+        cases[f"{name}-section-missing"] = Case(stage, _edit(lambda d, s=name: d.pop(s)),
+                                                (f"{file}: missing section '{name}:'",), file)
+        cases[f"{name}-section-not-a-mapping"] = Case(stage, _edit(lambda d, s=name: d.update({s: [1, 2]})),
+                                                      (f"section '{name}:' is a list; expected a mapping",), file)
     cases["train.nesterov-without-momentum"] = Case("train", _set("train", nesterov=True, momentum=0.0),
                                                     ("nesterov is true but momentum is 0", "set a momentum"))
     cases["train.warmup-longer-than-run"] = Case("train", _set("train", warmup_epochs=1e300), (
@@ -83,13 +90,14 @@ def _cases() -> dict[str, Case]:
         "warmup_epochs is longer than the run (epochs)",))
     cases["train.batch-larger-than-train"] = Case("train", _set("train", batch_size=60000), (
         "train.batch_size: 60000 is larger than the training set", "choose at most"))
-    for stage in STAGES:
-        cases[f"{stage}-invalid-yaml"] = Case(stage, lambda t: t.replace(b"  seed: 0", b"  seed: [0", 1), (
-            "params.yaml is not valid YAML at line ", ", column ", "fix the file"))
+    for stage, file, _ in SCHEMAS:
+        cases[f"{stage}-invalid-yaml"] = Case(stage, lambda t: t.replace(b":", b": [", 1), (
+            f"{file} is not valid YAML at line ", ", column ", "fix the file"), file)
         cases[f"{stage}-not-utf8"] = Case(stage, lambda t: b"# \xff\xfe\n" + t, (
-            "params.yaml is not UTF-8 text (byte 0xff at line 1)", "save it as UTF-8"))
+            f"{file} is not UTF-8 text (byte 0xff at line 1)", "save it as UTF-8"), file)
         cases[f"{stage}-huge-file"] = Case(stage, lambda t: t + b"#" * (70 << 20), (
-            "params.yaml is larger than 1 MiB",))
+            f"{file} is larger than 1 MiB",), file)
+    cases["fetch-source-yaml-absent"] = Case("fetch", lambda t: None, (f"cannot read {SOURCE_FILE}",), SOURCE_FILE)
     cases["train-params-yaml-absent"] = Case("train", lambda t: None,
                                              ("cannot read params.yaml", "run from the repository root"))
     cases["train-params-yaml-a-list"] = Case("train", lambda t: b"- 1\n- 2\n", ("holds a list",))
@@ -115,13 +123,13 @@ def repo(synthetic_archive, tmp_path_factory) -> PipelineRepo:
 
 
 def run_case(repo: PipelineRepo, case: Case) -> Result:
-    """Edit params.yaml, run the stage, put params.yaml back; outputs snapshotted around the run."""
-    path = repo.path / "params.yaml"
+    """Edit the case's file, run the stage, put the file back; outputs snapshotted around the run."""
+    path = repo.path / case.file
     data = path.read_bytes()
     before = snapshot(repo.path)
     try:
         new = case.edit(data)
-        assert new != data, "the edit did not change params.yaml"
+        assert new != data, f"the edit did not change {case.file}"
         if new is None:
             path.unlink()
         else:

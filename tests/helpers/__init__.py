@@ -4,7 +4,7 @@ never from one another.
 - `archives`: tiny synthetic cifar-10-python.tar.gz in the real format (`make_archive`,
   `make_arrays`, `fixture_fingerprints`), with hooks for broken and malicious variants
   (`tar_member`, `py2_pickle`, `call_pickle`, `reduce_pickle`), and running the fetch stage
-  outside the repo (`write_fetch_params`, `fetch_env`, `run_fetch`); `REPO_ROOT`.
+  outside the repo (`write_source`, `fetch_env`, `run_fetch`); `REPO_ROOT`.
 - `http`: a local HTTP server that serves an archive and misbehaves to plan (`ArchiveServer`,
   `FaultServer` with "stall-after-<n>", `NAME`), and the fetch stage run against it with short
   timeouts (`fetch_process`, `start_fetch`, `FAST_DOWNLOAD_ENV`).

@@ -1,10 +1,10 @@
 """Tiny synthetic CIFAR-10 archives in the real format, for tests that must not need the dataset.
 
-    from tests.helpers.archives import make_archive, fixture_fingerprints, write_fetch_params, run_fetch
+    from tests.helpers.archives import make_archive, fixture_fingerprints, write_source, run_fetch
 
     arrays = make_archive(tmp_path / "cifar-10-python.tar.gz")        # 60 train, 30 test images
-    fps = fixture_fingerprints(tmp_path / "cifar-10-python.tar.gz")   # what fetch.sha256 must hold
-    write_fetch_params(tmp_path / "params.yaml", fps)                 # repo params.yaml, sha256 swapped
+    fps = fixture_fingerprints(tmp_path / "cifar-10-python.tar.gz")   # what source.yaml sha256 must hold
+    write_source(tmp_path, fps)                                       # cifar10/source.yaml, sha256 swapped
     run_fetch(tmp_path, archive=tmp_path / "cifar-10-python.tar.gz")  # python -m stages.fetch there
     # tmp_path/data/raw/ now holds exactly `arrays`
 
@@ -45,6 +45,7 @@ import numpy as np
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the repository (tests/helpers/ is two below)
+SOURCE_FILE = Path("cifar10/source.yaml")  # the dataset identity fetch reads (relative to the repo root)
 FOLDER = "cifar-10-batches-py"
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
                "dog", "frog", "horse", "ship", "truck")
@@ -75,7 +76,7 @@ def make_arrays(*, train_per_class: int = 6, test_per_class: int = 3, seed: int 
 
 
 def fingerprints_of(arrays: dict[str, Any]) -> dict[str, str]:
-    """sha256 as params.yaml fetch.sha256 holds them: uint8 C-order bytes, labels as uint8."""
+    """sha256 as cifar10/source.yaml holds them: uint8 C-order bytes, labels as uint8."""
     def sha(a: np.ndarray) -> str:
         return hashlib.sha256(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).hexdigest()
     return {k: sha(arrays[k]) for k in ("train_images", "train_labels", "test_images", "test_labels")}
@@ -266,7 +267,7 @@ def _add(tar: tarfile.TarFile, info: tarfile.TarInfo, data: bytes | int | None) 
 
 
 def fixture_fingerprints(path: str | Path) -> dict[str, str]:
-    """The sha256 dict params.yaml `fetch.sha256` must hold for an archive from make_archive.
+    """The sha256 dict cifar10/source.yaml must hold for an archive from make_archive.
 
     Decodes with plain tarfile + pickle (trusted input only), independently of cifar10.archive.
     """
@@ -284,17 +285,20 @@ def fixture_fingerprints(path: str | Path) -> dict[str, str]:
     return fingerprints_of(arrays)
 
 
-def write_fetch_params(dest: str | Path, fingerprints: dict[str, str], *, url: str | None = None,
-                       md5: str | None = None, src: str | Path = REPO_ROOT / "params.yaml") -> Path:
-    """Copy `src` params.yaml to `dest` with fetch.sha256 = `fingerprints` (and url/md5 if given)."""
-    params = yaml.safe_load(Path(src).read_text())
-    params["fetch"]["sha256"] = dict(fingerprints)
+def write_source(workdir: str | Path, fingerprints: dict[str, str], *, url: str | None = None,
+                 md5: str | None = None, src: str | Path = REPO_ROOT / SOURCE_FILE) -> Path:
+    """Write workdir/cifar10/source.yaml, the fetch stage's dataset identity: the repo's copy with
+    sha256 = `fingerprints` (and url / md5 if given). Returns its path."""
+    source = yaml.safe_load(Path(src).read_text())
+    source["cifar10"]["sha256"] = dict(fingerprints)
     if url is not None:
-        params["fetch"]["url"] = url
+        source["cifar10"]["url"] = url
     if md5 is not None:
-        params["fetch"]["md5"] = md5
-    Path(dest).write_text(yaml.safe_dump(params, sort_keys=False))
-    return Path(dest)
+        source["cifar10"]["md5"] = md5
+    dest = Path(workdir) / SOURCE_FILE
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(source, sort_keys=False))
+    return dest
 
 
 def fetch_env(*, archive: str | Path | None = None, cache_dir: str | Path | None = None) -> dict[str, str]:
@@ -313,8 +317,8 @@ def fetch_env(*, archive: str | Path | None = None, cache_dir: str | Path | None
 
 def run_fetch(workdir: str | Path, *, archive: str | Path | None = None, cache_dir: str | Path | None = None,
               timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m stages.fetch` with cwd=`workdir` (which needs a params.yaml, e.g. from
-    write_fetch_params); it writes workdir/data/raw/. The download cache defaults to
+    """Run `python -m stages.fetch` with cwd=`workdir` (which needs a cifar10/source.yaml, e.g. from
+    write_source); it writes workdir/data/raw/. The download cache defaults to
     workdir/download-cache so a test never touches the user's cache."""
     cache_dir = Path(workdir) / "download-cache" if cache_dir is None else cache_dir
     return subprocess.run([sys.executable, "-m", "stages.fetch"], cwd=workdir, capture_output=True,

@@ -3,8 +3,8 @@
 `PipelineRepo.create(dest, archive, fingerprints, train=...)` copies the files git
 tracks (plus untracked, unignored ones, so a work in progress is tested as it
 is), minus results (dvc.lock, metrics/, plots/) so the copy starts as a fresh
-clone would before its first run, points `fetch.sha256` at the fixture
-archive's fingerprints, shrinks `train` params to fixture size, and commits.
+clone would before its first run, points cifar10/source.yaml's sha256 at the
+fixture archive's fingerprints, shrinks `train` params to fixture size, and commits.
 `repo.dvc("repro")` then runs the real `dvc` with CIFAR10_ARCHIVE set.
 `repo.fork(dest)` copies such a repo (history, DVC cache, outputs) for a test that changes it;
 `PipelineRepo.clone(dest, archive)` is a plain `git clone` of this repository's committed HEAD.
@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from tests.helpers.archives import write_source
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (tests/helpers/ is two below)
 BIN = Path(sys.executable).parent
@@ -68,8 +70,8 @@ class PipelineRepo:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, target)
         repo = cls(dest, cli_env(dest, archive))
+        write_source(dest, fingerprints)
         params = repo.params()
-        params["fetch"]["sha256"] = dict(fingerprints)
         params["train"].update(FIXTURE_TRAIN_PARAMS)
         for section, values in sections.items():
             params[section].update(values)

@@ -79,11 +79,11 @@ def archive_key_command() -> str:
 TESTED_COMMANDS = {archive_key_command()}
 
 
-def test_the_archive_cache_key_is_fetch_md5(tmp_path):
+def test_the_archive_cache_key_is_the_source_md5(tmp_path):
     output = tmp_path / "github_output"
     subprocess.run(["bash", "-c", archive_key_command()], cwd=ROOT, env={"GITHUB_OUTPUT": str(output), "PATH": "/usr/bin:/bin"},
                    check=True)
-    md5 = yaml.safe_load((ROOT / "params.yaml").read_text())["fetch"]["md5"]
+    md5 = yaml.safe_load((ROOT / "cifar10/source.yaml").read_text())["cifar10"]["md5"]
     assert output.read_text() == f"md5={md5}\n"
 
 
@@ -103,7 +103,7 @@ def test_pr_report_writes_params_and_metrics_diffs_and_a_plots_page(synthetic_ar
     assert done.returncode == 0, done.stdout + done.stderr
     diff = (repo.path / "pr-report/diff.md").read_text()
     assert re.search(r"\| params\.yaml +\| train\.learning_rate +\| 0\.01 +\| 0\.05 +\|", diff), diff
-    assert re.search(r"\| metrics/train\.json +\| final_train_loss +\|", diff), diff
+    assert re.search(r"\| metrics/metrics\.json +\| model\.train_loss +\|", diff), diff
     assert summary.read_text() == diff
     html = (repo.path / "pr-report/plots/index.html").read_text()
     assert base in html and "workspace" in html

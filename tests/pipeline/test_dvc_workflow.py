@@ -62,6 +62,13 @@ def git_show(repo: PipelineRepo, rev: str, path: str) -> bytes:
                           capture_output=True, check=True).stdout
 
 
+def dvc_show(repo: PipelineRepo, rev: str, path: str) -> bytes:
+    """A file as of `rev`, from git or, for what DVC tracks (models/), from the DVC cache."""
+    import dvc.api
+
+    return dvc.api.read(path, repo=str(repo.path), rev=rev, mode="rb")
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
@@ -123,8 +130,9 @@ def rendered(out_dir: Path) -> RenderedPlots:
     return RenderedPlots(html, specs, images)
 
 
-def csv_rows(data: bytes) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(data.decode())))
+def csv_rows(data: bytes, path: str = "") -> list[dict[str, str]]:
+    """The rows of a CSV, or of a TSV (DVCLive's series) when `path` ends in .tsv."""
+    return list(csv.DictReader(io.StringIO(data.decode()), delimiter="\t" if path.endswith(".tsv") else ","))
 
 
 def check_series(plots: RenderedPlots, series: dict[str, dict], rev: str, read: Callable[[str], bytes]) -> None:
@@ -137,11 +145,13 @@ def check_series(plots: RenderedPlots, series: dict[str, dict], rev: str, read: 
             assert spec["title"]["text"] == definition["title"], plot_id
         values = [v for v in spec["data"]["values"] if v["rev"] == rev]
         for path, fields in definition["y"].items():
-            expected = csv_rows(read(path))
+            expected = csv_rows(read(path), path)
             assert expected, f"{path} has no rows"
             for field in [fields] if isinstance(fields, str) else fields:
                 # with several y fields DVC repeats the rows once per field, tagged "field"
-                got = [{k: v[k] for k in expected[0]} for v in values if v.get("field", field) == field]
+                # with several files, each row is tagged with the end of its file's path ("filename")
+                got = [{k: v[k] for k in expected[0]} for v in values
+                       if v.get("field", field) == field and path.endswith(v.get("filename", path))]
                 assert got == expected, f"plot {plot_id!r}, {rev}: {field} rows differ from {path}"
 
 
@@ -302,8 +312,8 @@ def test_repro_force_reruns_every_stage_with_identical_results(fork):
 
 def test_going_back_to_earlier_params_restores_training_from_the_run_cache(fork):
     """Train on other params, then put the old ones back: DVC's run-cache gives back the earlier
-    training run instead of computing it again (train's outputs are all cached for this; see
-    stages/_history.py), and evaluate reproduces the committed results byte for byte."""
+    training run instead of computing it again (train's one output, models/, is cached for this;
+    see stages/_training_log.py), and evaluate reproduces the committed results byte for byte."""
     before = glob_digests(fork.path, *RESULTS)
     original = fork.params()
     changed = copy.deepcopy(original)
@@ -328,7 +338,7 @@ def test_changed_learning_rate_shows_in_status_and_reruns_only_train_and_evaluat
                      tuned.status.stdout, re.M), tuned.status.stdout
 
     # --dry prints what would run and runs nothing. It reports evaluate as unchanged, as the
-    # README says: DVC only sees evaluate's input models/model.npz change once train has run.
+    # README says: DVC only sees evaluate's input models/ change once train has run.
     assert ran(tuned.dry.stdout) == ["train"]
     assert skipped(tuned.dry.stdout) == ["fetch", "filter_normalize", "evaluate"]
     assert tuned.after_dry == tuned.before
@@ -346,33 +356,51 @@ def test_params_diff_shows_the_changed_learning_rate(tuned, base):
     assert re.search(rf"^params\.yaml\s+train\.learning_rate\s+{old}\s+{NEW_LR}\s*$", text, re.M), text
 
 
+def flat(d: dict, prefix: str = "") -> dict[str, object]:
+    """{"test": {"accuracy": 1}} -> {"test.accuracy": 1}, as DVC names metrics."""
+    out = {}
+    for key, value in d.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
 def test_metrics_diff_shows_the_changed_accuracy(tuned):
-    old = json.loads(git_show(tuned.repo, "HEAD", "metrics/metrics.json"))["accuracy"]
-    new = read_json(tuned.repo.path / "metrics/metrics.json")["accuracy"]
+    old_all = flat(json.loads(git_show(tuned.repo, "HEAD", "metrics/metrics.json")))
+    new_all = flat(read_json(tuned.repo.path / "metrics/metrics.json"))
+    old, new = old_all["test.accuracy"], new_all["test.accuracy"]
     assert old != new, (f"accuracy {old} with learning rate {NEW_LR} too: pick a NEW_LR that changes "
                         "the accuracy on this fixture, or this test proves nothing")
 
     diff = json.loads(tuned.repo.dvc("metrics", "diff", "--json").stdout)
-    assert diff["metrics/metrics.json"]["accuracy"] == {"old": old, "new": new, "diff": pytest.approx(new - old)}
-    old_train = json.loads(git_show(tuned.repo, "HEAD", "metrics/train.json"))
-    new_train = read_json(tuned.repo.path / "metrics/train.json")
-    for key, entry in diff["metrics/train.json"].items():
-        assert (entry["old"], entry["new"]) == (old_train[key], new_train[key]), key
+    assert diff["metrics/metrics.json"]["test.accuracy"] == {"old": old, "new": new, "diff": pytest.approx(new - old)}
+    for key, entry in diff["metrics/metrics.json"].items():
+        assert (entry["old"], entry["new"]) == (old_all[key], new_all[key]), key
 
     text = tuned.repo.dvc("metrics", "diff").stdout
-    row = re.search(r"^metrics/metrics\.json\s+accuracy\s+(\S+)\s+(\S+)\s+(\S+)\s*$", text, re.M)
+    row = re.search(r"^metrics/metrics\.json\s+test\.accuracy\s+(\S+)\s+(\S+)\s+(\S+)\s*$", text, re.M)
     assert row, text
     assert (float(row[1]), float(row[2])) == (pytest.approx(old, abs=1e-5), pytest.approx(new, abs=1e-5))
 
 
 def test_metrics_show_prints_the_metrics_files(base):
     shown = json.loads(base.repo.dvc("metrics", "show", "--json").stdout)[""]["data"]
-    for path in ("metrics/metrics.json", "metrics/train.json"):
+    for path in ("metrics/metrics.json", "models/training/metrics.json"):
         assert shown[path]["data"] == read_json(base.repo.path / path), path
     rows = table(base.repo.dvc("metrics", "show").stdout)
-    accuracy = read_json(base.repo.path / "metrics/metrics.json")["accuracy"]
-    assert float(rows["metrics/metrics.json"]["accuracy"]) == pytest.approx(accuracy, abs=1e-5)
-    assert int(rows["metrics/train.json"]["epochs"]) == FIXTURE_TRAIN_PARAMS["epochs"]
+    metrics = read_json(base.repo.path / "metrics/metrics.json")
+    assert float(rows["metrics/metrics.json"]["test.accuracy"]) == pytest.approx(metrics["test"]["accuracy"], abs=1e-5)
+    assert int(rows["metrics/metrics.json"]["model.epoch"]) == metrics["model"]["epoch"]
+    assert int(rows["models/training/metrics.json"]["step"]) == metrics["model"]["epoch"]
+
+
+def test_exp_show_fits_a_screen_whatever_the_number_of_classes(base):
+    """The columns a person compares: a handful of metrics (no per-class or confusion cells), the
+    params without the dataset's identity, and one column per code folder."""
+    header = next(csv.reader(io.StringIO(base.repo.dvc("exp", "show", "--csv").stdout)))
+    assert len(header) <= 50, header
+    assert not any(h.startswith(("per_class", "confusion", "fetch.")) for h in header), header
+    assert {"test.accuracy", "test.f1", "model.epoch", "val.accuracy", "stages", "numpynet", "cifar10"} <= set(header)
+    assert not any(h.endswith(".py") for h in header), header
 
 
 # ---------------------------------------------------------------- plots
@@ -387,8 +415,9 @@ def test_plots_show_renders_every_plot_declared_in_dvc_yaml(base, tmp_path):
     check_series(plots, series, "workspace", workspace)
     check_images(plots, images, "workspace", workspace)
     assert len(plots.images) == len(images)
-    # the charts need vega from its CDN (README says so); the images are local files
-    assert re.search(r'<script src="https://cdn\.jsdelivr\.net/npm/vega@', plots.html)
+    # the page loads no script from the network (the offline template; drawn in a real browser
+    # by tests/pipeline/test_plots_offline.py)
+    assert not re.search(r'<script[^>]+src="https?:', plots.html) and "cdn.jsdelivr" not in plots.html
 
     # without -o, the same page goes to dvc_plots/ (git-ignored)
     base.repo.dvc("plots", "show")
@@ -400,13 +429,14 @@ def test_plots_diff_head_renders_both_revisions(tuned, tmp_path):
     series, images = declared_plots(tuned.repo)
     tuned.repo.dvc("plots", "diff", "HEAD", "-o", str(tmp_path / "html"))
     plots = rendered(tmp_path / "html")
-    head = lambda path: git_show(tuned.repo, "HEAD", path)
+    head = lambda path: dvc_show(tuned.repo, "HEAD", path)
     workspace = lambda path: (tuned.repo.path / path).read_bytes()
     for rev, read in (("HEAD", head), ("workspace", workspace)):
         check_series(plots, series, rev, read)
         check_images(plots, images, rev, read)
     # the learning rate changed between the two, so the curves must differ
-    assert head("plots/training.csv") != workspace("plots/training.csv")
+    loss = "models/training/plots/metrics/train/loss.tsv"
+    assert head(loss) != workspace(loss)
     for spec in plots.specs.values():
         assert {v["rev"] for v in spec["data"]["values"]} == {"HEAD", "workspace"}
 
@@ -422,7 +452,7 @@ def test_exp_run_with_a_set_param_records_an_experiment(fork, base):
     exp = exps["five-epochs"]
     assert exp["params"]["params.yaml"]["data"]["train"]["epochs"] == 5
     assert exp["metrics"]["metrics/metrics.json"]["data"] == read_json(fork.path / "metrics/metrics.json")
-    assert exp["metrics"]["metrics/train.json"]["data"]["epochs"] == 5
+    assert len((fork.path / "models/training/plots/metrics/train/loss.tsv").read_text().splitlines()) == 1 + 5
     baseline = exps["baseline"]
     assert baseline["params"]["params.yaml"]["data"]["train"]["epochs"] == FIXTURE_TRAIN_PARAMS["epochs"]
     assert baseline["metrics"]["metrics/metrics.json"]["data"] == read_json(base.repo.path / "metrics/metrics.json")
@@ -480,7 +510,7 @@ def test_push_then_pull_into_an_empty_cache_restores_everything(fork, tmp_path):
 
     for folder in (".dvc/cache", "data", "models"):
         shutil.rmtree(fork.path / folder)
-    fork.git("checkout", "--", "data", "models")  # their .gitignore files, as a fresh clone has them
+    fork.git("checkout", "--", "data")  # its .gitignore, as a fresh clone has it
     assert glob_digests(fork.path, *cached) == {}
 
     fork.dvc("pull")
@@ -530,3 +560,48 @@ def test_a_failing_stage_exits_non_zero_with_its_message_and_leaves_dvc_lock_unc
     fork.dvc("checkout")
     assert json.loads(fork.dvc("status", "--json").stdout) == {}
     assert fork.git("status", "--porcelain").stdout == ""
+
+
+# ---------------------------------------------------------------- live training record
+
+
+def test_a_running_exp_run_shows_its_latest_epoch_in_exp_show(fork):
+    """DVCLive's summary is live: stop `train` (SIGSTOP) right after it reports epoch 1 and
+    `dvc exp show` run beside it shows epoch 1 in the workspace row; let it go on, and the finished
+    experiment shows the saved epoch. No timing is involved: the run waits while it is looked at."""
+    fork.set_param("train", "epochs", 4)
+    proc = subprocess.Popen([str(BIN / "dvc"), "exp", "run", "-n", "live"], cwd=fork.path, env=fork.env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("epoch   1/"):
+                break
+        train = [pid for pid, cmd in processes_in(fork.path) if "stages.train" in cmd]
+        assert len(train) == 1, (train, "".join(seen))
+        os.kill(train[0], signal.SIGSTOP)
+        try:
+            rows = json.loads(fork.dvc("exp", "show", "--json", timeout=120).stdout)
+        finally:
+            os.kill(train[0], signal.SIGCONT)
+        workspace = next(r for r in rows if r["rev"] == "workspace")["data"]["metrics"]
+        assert workspace["models/training/metrics.json"]["data"]["step"] == 1, workspace
+        rest, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, "".join(seen) + rest
+    live = experiments(fork)["live"]["metrics"]
+    assert live["models/training/metrics.json"]["data"]["step"] == live["metrics/metrics.json"]["data"]["model"]["epoch"]
+
+
+def test_python_byte_code_caches_do_not_change_the_code_folders(fork):
+    """The code deps are whole folders; the __pycache__ a Python run leaves in them differs from
+    machine to machine, so .dvcignore keeps it out of their hashes."""
+    for folder in ("stages", "numpynet", "cifar10"):
+        (fork.path / folder / "__pycache__").mkdir(exist_ok=True)
+        (fork.path / folder / "__pycache__" / "x.cpython-311.pyc").write_bytes(os.urandom(64))
+    assert json.loads(fork.dvc("status", "--json").stdout) == {}
+    (fork.path / "numpynet" / "new_module.py").write_text("# a new module\n")
+    assert set(json.loads(fork.dvc("status", "--json").stdout)) == {"filter_normalize", "train", "evaluate"}

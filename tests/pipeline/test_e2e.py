@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cifar10.layout import CLASS_NAMES
 from numpynet.model import from_arrays
 from stages._io import load_npz
 from tests.helpers.archives import fixture_fingerprints, make_archive
@@ -40,42 +41,79 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+def confusion_counts(repo) -> dict[str, dict[str, int]]:
+    """{true: {predicted: count}} from plots/confusion.csv (one row per test image)."""
+    with open(repo.path / "plots/confusion.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {t: {p: sum(r["actual"] == t and r["predicted"] == p for r in rows) for p in CLASSES} for t in CLASSES}
+
+
+def per_class_from(counts) -> dict[str, dict[str, float]]:
+    out = {}
+    for c in CLASSES:
+        tp, predicted, support = counts[c][c], sum(counts[t][c] for t in CLASSES), sum(counts[c].values())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[c] = {"precision": precision, "recall": recall, "f1": f1}
+    return out
+
+
+def series(repo, name: str) -> list[float]:
+    """A DVCLive TSV of the training record: its values, checked to be numbered 1..N."""
+    lines = (repo.path / "models/training/plots/metrics" / f"{name}.tsv").read_text().splitlines()
+    assert lines[0] == f"step\t{name.split('/')[1]}"
+    rows = [line.split("\t") for line in lines[1:]]
+    assert [int(step) for step, _ in rows] == list(range(1, len(rows) + 1))
+    return [float(v) for _, v in rows]
+
+
 def test_repro_runs_all_stages_and_writes_well_formed_results(repo):
     lock = (repo.path / "dvc.lock").read_text()
     for stage in ("fetch", "filter_normalize", "train", "evaluate"):
         assert f"  {stage}:" in lock
 
-    metrics = json.loads((repo.path / "metrics/metrics.json").read_text())
-    assert list(metrics["per_class"]) == CLASSES
     n_test = 3 * 20
-    assert sum(m["support"] for m in metrics["per_class"].values()) == n_test
-    counts = metrics["confusion_matrix"]
-    assert list(counts) == CLASSES and sum(sum(r.values()) for r in counts.values()) == n_test
+    counts = confusion_counts(repo)
+    assert sum(sum(r.values()) for r in counts.values()) == n_test
+    assert all(sum(counts[c].values()) == 20 for c in CLASSES)
+    metrics = json.loads((repo.path / "metrics/metrics.json").read_text())
+    assert set(metrics) == {"test", "model"}
     correct = sum(counts[c][c] for c in CLASSES)
-    assert metrics["accuracy"] == pytest.approx(correct / n_test)
-    for c in CLASSES:
-        m = metrics["per_class"][c]
-        predicted = sum(counts[t][c] for t in CLASSES)
-        assert m["recall"] == pytest.approx(counts[c][c] / 20)
-        assert m["precision"] == pytest.approx(counts[c][c] / predicted if predicted else 0.0)
+    per_class = per_class_from(counts)
+    assert metrics["test"] == {"accuracy": pytest.approx(correct / n_test), **{
+        m: pytest.approx(np.mean([per_class[c][m] for c in CLASSES])) for m in ("precision", "recall", "f1")}}
 
-    with open(repo.path / "plots/confusion.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == n_test and {r["actual"] for r in rows} == set(CLASSES)
-    assert all(r["predicted"] in CLASSES for r in rows)
-    assert sum(r["actual"] == r["predicted"] for r in rows) == correct
-
-    with open(repo.path / "plots/training.csv") as f:
-        history = list(csv.DictReader(f))
+    # the training record (DVCLive): one row per epoch; the model holds the best validation epoch
     epochs = FIXTURE_TRAIN_PARAMS["epochs"]
-    assert [int(r["epoch"]) for r in history] == list(range(1, epochs + 1))
-    assert all(float(r["train_loss"]) > 0 and 0 <= float(r["val_accuracy"]) <= 1 for r in history)
-    train = json.loads((repo.path / "metrics/train.json").read_text())
-    assert train["epochs"] == epochs and train["final_train_loss"] == pytest.approx(float(history[-1]["train_loss"]), abs=1e-6)
+    train_loss, val_loss, val_acc = series(repo, "train/loss"), series(repo, "val/loss"), series(repo, "val/accuracy")
+    assert len(train_loss) == len(val_loss) == len(val_acc) == epochs
+    assert all(v > 0 for v in train_loss + val_loss) and all(0 <= a <= 1 for a in val_acc)
+    assert repo.params()["train"]["restore_best"] is True
+    best = val_acc.index(max(val_acc))      # the first of equal best epochs
+    assert metrics["model"] == {"epoch": best + 1, "train_loss": train_loss[best], "val_loss": val_loss[best],
+                                "val_accuracy": val_acc[best]}
+    summary = json.loads((repo.path / "models/training/metrics.json").read_text())
+    assert summary == {"step": best + 1, "train": {"loss": train_loss[best]},
+                       "val": {"loss": val_loss[best], "accuracy": val_acc[best]}}
 
-    for png in ("plots/loss_curve.png", "plots/confusion_matrix.png"):
+    for png in ("plots/loss_curve.png", "plots/confusion_matrix.png", "plots/per_class.png"):
         w, h = png_size(repo.path / png)
         assert w > 200 and h > 200
+
+
+def test_metrics_keys_do_not_grow_with_the_number_of_classes(repo, archive, tmp_path):
+    """What `dvc exp show` shows is the same few numbers on 3 classes and on 10."""
+    ten = PipelineRepo.create(tmp_path / "repo", *archive, filter_normalize={"classes": list(CLASS_NAMES)})
+    ten.dvc("repro")
+    flat = lambda d, p="": [k for key, v in d.items() for k in (flat(v, f"{p}{key}.") if isinstance(v, dict) else [p + key])]
+    three = json.loads((repo.path / "metrics/metrics.json").read_text())
+    metrics = json.loads((ten.path / "metrics/metrics.json").read_text())
+    assert flat(metrics) == ["test.accuracy", "test.precision", "test.recall", "test.f1", "model.epoch",
+                             "model.train_loss", "model.val_loss", "model.val_accuracy"]
+    assert flat(three) == flat(metrics)
+    with open(ten.path / "plots/per_class.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 3 * 10   # the per-class detail is in plots/
 
 
 def test_model_file_is_self_describing(repo):
@@ -89,8 +127,9 @@ def test_model_file_is_self_describing(repo):
 
 
 def test_same_params_and_data_give_byte_identical_outputs(repo):
-    outs = ("models/model.npz", "metrics/metrics.json", "metrics/train.json", "plots/training.csv",
-            "plots/confusion.csv", "plots/loss_curve.png", "plots/confusion_matrix.png")
+    outs = ("models/model.npz", "models/training/metrics.json", "models/training/plots/metrics/train/loss.tsv",
+            "models/training/plots/metrics/val/accuracy.tsv", "metrics/metrics.json", "plots/confusion.csv",
+            "plots/loss_curve.png", "plots/confusion_matrix.png", "plots/per_class.csv", "plots/per_class.png")
     before = digests(repo.path, outs)
     repo.dvc("repro", "--force", "train", "evaluate")
     assert digests(repo.path, outs) == before
@@ -105,10 +144,10 @@ def test_a_different_seed_gives_a_different_model(repo, archive, tmp_path):
 
 
 def test_per_class_bars_and_error_gallery(repo):
-    metrics = json.loads((repo.path / "metrics/metrics.json").read_text())
+    per_class = per_class_from(confusion_counts(repo))
     with open(repo.path / "plots/per_class.csv") as f:
         bars = {r["class_metric"]: float(r["value"]) for r in csv.DictReader(f)}
-    assert bars == {f"{c} {m}": pytest.approx(metrics["per_class"][c][m], abs=1e-6)
+    assert bars == {f"{c} {m}": pytest.approx(per_class[c][m], abs=1e-6)
                     for c in CLASSES for m in ("precision", "recall", "f1")}
     with open(repo.path / "plots/confusion.csv") as f:
         rows = list(csv.DictReader(f))
@@ -132,5 +171,4 @@ def test_cnn_model_trains_and_evaluates_without_param_changes_in_evaluate(archiv
     kinds = [s["kind"] for s in network.architecture()]
     pooled = [s for s in network.architecture() if s["kind"] == "conv2d" and s["pool"]]
     assert meta["model"] == "cnn" and kinds.count("conv2d") == 2 and len(pooled) == 2
-    metrics = json.loads((repo.path / "metrics/metrics.json").read_text())
-    assert sum(m["support"] for m in metrics["per_class"].values()) == 60
+    assert sum(sum(r.values()) for r in confusion_counts(repo).values()) == 60

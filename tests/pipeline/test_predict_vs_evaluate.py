@@ -29,8 +29,8 @@ pytestmark = pytest.mark.slow
 def evaluate_in(workdir: Path, source: Path, flip_tta: bool) -> list[dict]:
     """Run the evaluate stage in `workdir` on `source`'s model and prepared test split; its
     misclassified.csv rows."""
-    for rel in ("models/model.npz", "models/training.json", "data/prepared/test_images.npy",
-                "data/prepared/test_labels.npy"):
+    shutil.copytree(source / "models", workdir / "models")
+    for rel in ("data/prepared/test_images.npy", "data/prepared/test_labels.npy"):
         (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source / rel, workdir / rel)
     params = yaml.safe_load((source / "params.yaml").read_text())
@@ -73,7 +73,9 @@ def assert_predict_matches(workdir: Path, source: Path, flip_tta: bool) -> None:
     paths = save_pngs(workdir, [int(r["index"]) for r in rows])
     # no --flip-tta flag: predict follows params.yaml as evaluate did
     out = json.loads(run(workdir, "-m", "stages.predict", "--json", "--top", "1", *map(str, paths)).stdout)
-    for row, result in zip(rows, out):
+    assert out["classes"] == yaml.safe_load((source / "params.yaml").read_text())["filter_normalize"]["classes"]
+    assert len(out["images"]) == len(rows)
+    for row, result in zip(rows, out["images"]):
         best = result["predictions"][0]
         assert best["class"] == row["predicted"], (row, result)
         assert best["probability"] == pytest.approx(float(row["probability"]), abs=1e-4), (row, result)
@@ -102,7 +104,7 @@ def test_flip_tta_changes_the_probabilities_so_the_cases_differ(trained, tmp_pat
 @pytest.mark.realdata
 @pytest.mark.parametrize("flip_tta", [False, True], ids=["flip_tta-off", "flip_tta-on"])
 def test_on_the_real_data(tmp_path, flip_tta):
-    needed = [ROOT / "models/model.npz", ROOT / "models/training.json", ROOT / "data/prepared/test_images.npy"]
+    needed = [ROOT / "models/model.npz", ROOT / "models/training/metrics.json", ROOT / "data/prepared/test_images.npy"]
     if not all(p.exists() for p in needed):
         pytest.skip("the workspace holds no real-data outputs: run `make repro` with CIFAR10_ARCHIVE set first")
     assert_predict_matches(tmp_path, ROOT, flip_tta)

@@ -18,7 +18,7 @@ import pytest
 
 from stages._download import RETRY_DELAYS, DownloadError, cached_download
 from stages.fetch import cache_dir
-from tests.helpers.archives import make_arrays, run_fetch, write_fetch_params
+from tests.helpers.archives import make_arrays, run_fetch, write_source
 from tests.helpers.files import listing, md5
 from tests.helpers.http import NAME, ArchiveServer
 
@@ -186,7 +186,7 @@ def test_cache_dir_resolution(tmp_path):
 def stage_dir(tmp_path: Path, synthetic_archive, url: str, digest: str, name: str = "run") -> Path:
     run = tmp_path / name
     run.mkdir()
-    write_fetch_params(run / "params.yaml", synthetic_archive.fingerprints, url=url, md5=digest)
+    write_source(run, synthetic_archive.fingerprints, url=url, md5=digest)
     return run
 
 

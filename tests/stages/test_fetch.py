@@ -1,7 +1,7 @@
 """stages.fetch run as `python -m stages.fetch` in a temp folder, on synthetic archives.
 
-Each run gets its own folder holding params.yaml (the repo's, with fetch.sha256 set for the
-fixture); the stage writes data/raw/ there. Downloads are covered in tests/stages/test_download.py,
+Each run gets its own folder holding cifar10/source.yaml (the repo's, with the sha256 set for
+the fixture); the stage writes data/raw/ there. Downloads are covered in tests/stages/test_download.py,
 broken and malicious archives given to the stage in tests/faults/test_archives.py.
 """
 
@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.archives import FOLDER, REPO_ROOT, make_archive, make_arrays, run_fetch, tar_member, write_fetch_params
+from tests.helpers.archives import FOLDER, REPO_ROOT, SOURCE_FILE, make_archive, make_arrays, run_fetch, tar_member, write_source
+from tests.helpers.realdata import real_archive
 
 OUTPUTS = {"train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy", "class_names.json"}
-MIRROR = (REPO_ROOT / ".." / "shared" / "cifar10" / "cifar-10-python.tar.gz").resolve()
 
 
 def workdir(tmp_path: Path, fingerprints: dict[str, str], name: str = "run") -> Path:
     path = tmp_path / name
     path.mkdir()
-    write_fetch_params(path / "params.yaml", fingerprints)
+    write_source(path, fingerprints)
     return path
 
 
@@ -84,7 +84,7 @@ def test_archive_one_pixel_off_the_fingerprints_is_refused(synthetic_archive, tm
     run = workdir(tmp_path, synthetic_archive.fingerprints)
     proc = run_fetch(run, archive=edited)
     other = "test" if split == "train" else "train"
-    assert_refused(proc, f"decoded {split}_images differ from params.yaml fetch.sha256", str(edited))
+    assert_refused(proc, f"decoded {split}_images differ from cifar10/source.yaml sha256", str(edited))
     assert f"{other}_images" not in proc.stderr
     assert not (run / "data").exists()
 
@@ -120,12 +120,11 @@ def test_missing_local_archive_names_the_path(synthetic_archive, tmp_path):
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_real_mirror(tmp_path):
-    if not MIRROR.is_file():
-        pytest.skip(f"CIFAR-10 mirror not found at {MIRROR}")
+    archive = real_archive()
     run = tmp_path / "real"
-    run.mkdir()
-    (run / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
-    proc = run_fetch(run, archive=MIRROR)
+    (run / SOURCE_FILE).parent.mkdir(parents=True)
+    (run / SOURCE_FILE).write_text((REPO_ROOT / SOURCE_FILE).read_text())
+    proc = run_fetch(run, archive=archive)
     assert proc.returncode == 0, proc.stderr
     out = load_outputs(run / "data" / "raw")
     assert out["train_images"].shape == (50000, 3072) and out["train_images"].dtype == np.uint8

@@ -19,10 +19,11 @@ from stages import params
 from stages._io import StageError, quote
 from tests.helpers.repo import ROOT
 
-SECTIONS = {name: importlib.import_module(f"stages.{name}").PARAMS
-            for name in ("fetch", "filter_normalize", "train", "evaluate")}
+SECTIONS = {name: importlib.import_module(f"stages.{name}").PARAMS for name in ("filter_normalize", "train", "evaluate")}
 PARAMS_YAML = yaml.safe_load((ROOT / "params.yaml").read_text())
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+SOURCE = importlib.import_module("stages.fetch").SOURCE
+SOURCE_YAML = ROOT / "cifar10" / "source.yaml"
 
 
 @pytest.mark.parametrize("name", SECTIONS)
@@ -39,6 +40,24 @@ def test_dvc_yaml_tracks_each_stage_s_whole_section(name):
 
 def test_params_yaml_sections_are_the_stages():
     assert list(PARAMS_YAML) == list(SECTIONS)
+
+
+def test_fetch_has_no_params_and_reads_the_dataset_identity_from_cifar10_source_yaml():
+    """The dataset's URL, md5 and fingerprints are not hyperparameters: out of params.yaml (and so
+    of `dvc exp show`), checked by the same machinery, versioned under cifar10/ (a dep of fetch)."""
+    assert "params" not in DVC_YAML["stages"]["fetch"] and "fetch" not in PARAMS_YAML
+    assert "cifar10" in DVC_YAML["stages"]["fetch"]["deps"]
+    values = params.load(SOURCE, SOURCE_YAML)
+    assert values["md5"] == "c58f30108f718f92721af3b95e74349a" and len(values["sha256"]) == 4
+
+
+def test_a_bad_value_in_the_source_file_is_refused_naming_that_file(tmp_path):
+    path = tmp_path / "source.yaml"
+    data = yaml.safe_load(SOURCE_YAML.read_text())
+    data["cifar10"]["md5"] = "not-hex"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(StageError, match=f"^{path}: cifar10.md5: 'not-hex' "):
+        params.load(SOURCE, path)
 
 
 @pytest.mark.parametrize("name", SECTIONS)

@@ -39,10 +39,10 @@ def commit_accuracy_shift(repo: PipelineRepo, dest, shift: float) -> tuple[Pipel
     fork = repo.fork(dest)
     path = fork.path / "metrics/metrics.json"
     metrics = json.loads(path.read_text())
-    metrics["accuracy"] += shift
+    metrics["test"]["accuracy"] += shift
     path.write_text(json.dumps(metrics, indent=2) + "\n")
     fork.git("commit", "-qam", f"accuracy moved by {shift}")
-    return fork, metrics["accuracy"]
+    return fork, metrics["test"]["accuracy"]
 
 
 def test_a_clean_rerun_passes_reports_and_leaves_git_status_clean(committed, tmp_path):
@@ -52,7 +52,7 @@ def test_a_clean_rerun_passes_reports_and_leaves_git_status_clean(committed, tmp
     assert done.returncode == 0, done.stdout + done.stderr
     report = (committed.path / "rerun-check/report.md").read_text()
     assert "## Rerun check: PASSED" in report and "every output byte-identical" in report
-    assert "| metrics/metrics.json: accuracy |" in report
+    assert "| metrics/metrics.json: test.accuracy |" in report
     assert "dvc.lock outputs whose hashes changed: none" in report
     assert report in done.stdout
     assert summary.read_text() == "earlier step\n" + report      # appended, not overwritten
@@ -66,9 +66,9 @@ def test_a_committed_accuracy_off_by_0_02_fails_naming_it_in_both_modes(committe
         assert done.returncode == 1, (mode, done.stdout, done.stderr)
         errors = [line for line in done.stderr.splitlines() if "accuracy" in line]
         assert len(errors) == 1, done.stderr
-        assert errors[0].startswith("rerun-check: error: metrics/metrics.json: accuracy: committed ")
+        assert errors[0].startswith("rerun-check: error: metrics/metrics.json: test.accuracy: committed ")
         assert f"committed {shifted:.6g}, rerun {shifted - 0.02:.6g}" in errors[0]
-        assert "| metrics/metrics.json: accuracy |" in done.stdout and "**differs**" in done.stdout
+        assert "| metrics/metrics.json: test.accuracy |" in done.stdout and "**differs**" in done.stdout
     assert repo.git("status", "--porcelain").stdout == ""
 
 
@@ -76,7 +76,7 @@ def test_a_difference_within_tolerance_passes_in_tolerance_mode_only(committed, 
     repo, _ = commit_accuracy_shift(committed, tmp_path / "repo", 0.004)
     assert check(repo, "--mode", "tolerance").returncode == 0
     exact = check(repo, "--mode", "exact")
-    assert exact.returncode == 1 and "metrics/metrics.json: accuracy" in exact.stderr
+    assert exact.returncode == 1 and "metrics/metrics.json: test.accuracy" in exact.stderr
 
 
 def test_a_failed_rerun_exits_2_with_dvc_s_message(committed, tmp_path):
@@ -89,11 +89,11 @@ def test_a_failed_rerun_exits_2_with_dvc_s_message(committed, tmp_path):
 
 
 @pytest.mark.parametrize("key, old, new, fits", [
-    ("accuracy", 0.85, 0.859, True), ("accuracy", 0.85, 0.8611, False),
-    ("per_class.bird.f1", 0.8, 0.795, True), ("per_class.bird.support", 1000, 999, False),
-    ("confusion_matrix.bird.airplane", 120, 150, True), ("confusion_matrix.bird.airplane", 120, 151, False),
-    ("final_train_loss", 0.40, 0.419, True), ("final_val_loss", 0.40, 0.43, False),
-    ("epochs", 50, 49, False), ("best_epoch", 40, 50, True), ("best_epoch", 40, 29, False),
+    ("test.accuracy", 0.85, 0.859, True), ("test.accuracy", 0.85, 0.8611, False),
+    ("test.f1", 0.8, 0.795, True), ("val.accuracy", 0.8, 0.789, False),
+    ("model.train_loss", 0.40, 0.419, True), ("model.val_loss", 0.40, 0.43, False), ("train.loss", 0.4, 0.3, False),
+    ("model.epoch", 40, 50, True), ("model.epoch", 40, 29, False), ("step", 25, 30, True),
+    ("something.else", 100, 100.9, True), ("something.else", 100, 101.1, False),
 ])
 def test_tolerances_by_kind_of_metric(key, old, new, fits):
     rows = rerun_check.judge({"m.json": {key: {"old": old, "new": new}}}, exact=False)
