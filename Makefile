@@ -13,7 +13,8 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: repro test rerun-check pr-report bench bench-sweep remote exp-run exp-gather clean-venv
+.PHONY: repro test test-fast compare ci-browser rerun-check pr-report bench bench-sweep remote exp-run exp-gather clean-venv
+.PHONY: results bench-cnn bench-memory bench-blocks bench-conv bench-quickstart
 
 # pr-report compares the workspace with this revision
 BASE ?= main
@@ -24,6 +25,24 @@ repro: $(VENV)/.runtime-installed
 test: $(VENV)/.test-installed
 	ruff check .
 	python -m pytest
+
+# the edit-test loop: lint, unit and fault tests; no end-to-end runs of the dvc CLI (tests/pipeline/)
+test-fast: $(VENV)/.test-installed
+	ruff check .
+	python -m pytest --ignore=tests/pipeline
+
+# on GitHub's Ubuntu runners (.github/workflows/pipeline.yml): the preinstalled Chrome for
+# tests/pipeline/test_plots_offline.py, which runs it in a user namespace without network
+ci-browser:
+	sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 || true
+	echo "CHROMIUM=$$(command -v chromium || command -v google-chrome)" >> "$$GITHUB_ENV"
+
+# experiments side by side on one screen: the params and metrics that differ between them, without
+# DVC's bookkeeping columns and the DVCLive summary (once a run is done, the same numbers as model.*)
+compare: $(VENV)/.runtime-installed
+	dvc exp show --only-changed --no-pager \
+	  --drop 'Created|parent|State|Executor|test\.(precision|recall)$$|(train|val)\.loss$$|val\.accuracy$$|step$$|models$$'
+
 
 rerun-check: $(VENV)/.runtime-installed
 	python -m stages.rerun_check
@@ -39,9 +58,9 @@ pr-report: $(VENV)/.runtime-installed
 	dvc plots diff $(BASE) -o pr-report/plots
 
 # An S3 (or S3-compatible) DVC remote, for sharing results and for experiments on many machines
-# (README "Sharing results"; .github/workflows/sweep.yml). The URL goes to .dvc/config, where
-# the server is (ENDPOINT_URL, for MinIO and the like) to .dvc/config.local; credentials come
-# from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or `dvc remote modify --local`.
+# (docs/dvc-workflows.md "Sharing results"; .github/workflows/sweep.yml). The URL goes to
+# .dvc/config, where the server is (ENDPOINT_URL, for MinIO and the like) to .dvc/config.local;
+# credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or `dvc remote modify --local`.
 remote: $(VENV)/.s3-installed
 	dvc remote add --force -d storage "$(REMOTE_URL)"
 	if [ -n "$(ENDPOINT_URL)" ]; then dvc remote modify --local storage endpointurl "$(ENDPOINT_URL)"; fi
@@ -63,6 +82,27 @@ bench: $(VENV)/.test-installed
 
 bench-sweep: $(VENV)/.test-installed
 	python -m benchmarks.bench_sweep
+
+# Measured numbers are written into the docs by the scripts that measure them (benchmarks/report.py):
+# the README's results table (every configuration x seeds 0..2 on the real data, in a clone of HEAD;
+# CIFAR10_ARCHIVE, else ../shared/cifar10/cifar-10-python.tar.gz) and the blocks of docs/performance.md.
+results: $(VENV)/.runtime-installed
+	python -m benchmarks.results $(RESULTS_ARGS)
+
+bench-cnn: $(VENV)/.test-installed
+	python -m benchmarks.bench_cnn --torch-python $(or $(TORCH_PYTHON),$(error give TORCH_PYTHON=<a Python with torch>))
+
+bench-memory: $(VENV)/.test-installed
+	python -m benchmarks.bench_memory
+
+bench-blocks: $(VENV)/.test-installed
+	python -m benchmarks.bench_blocks
+
+bench-conv: $(VENV)/.test-installed
+	python -m benchmarks.bench_conv --profile
+
+bench-quickstart: $(VENV)/.test-installed
+	python -m benchmarks.bench_quickstart
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed, this is " + sys.version.split()[0] + "; run make PYTHON=python3.11 (or newer)")'

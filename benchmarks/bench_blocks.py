@@ -5,21 +5,28 @@ the worker threads: the measurement behind `numpynet.parallel.SPLITS`.
 
 Each row is one product shape the models compute (a (M, K) @ (K, N), cut along its longer output
 axis as `numpynet.parallel.matmul` cuts it), the best of `repeats` timings of 100 products, and
-each block count's time relative to one block. Run it on a quiet machine.
+each block count's time relative to one block, printed and written to the `bench-blocks` block of
+docs/performance.md (benchmarks/report.py). Run it on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import sys
 import time
+from pathlib import Path
 
 import stages  # before NumPy: BLAS on one thread and its Haswell kernels, as the stages run
 
 # isort: split
 import numpy as np
 
+from benchmarks import report
 from numpynet import parallel
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = "bench-blocks"
 
 SHAPES = [  # (M, K, N), where from
     ((64, 1024, 128), "a narrower MLP's first layer"),
@@ -59,7 +66,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=stages.threads())
     ap.add_argument("--repeats", type=int, default=7)
+    report.add_arguments(ap, ROOT / "docs/performance.md")
     args = ap.parse_args()
+    if not args.no_write:
+        report.check_block(args.page, BLOCK)
+    rows = []
     parallel.set_workers(args.threads)
     rng = np.random.default_rng(0)
     print(f"{args.threads} worker threads; best of {args.repeats} x 100 products; "
@@ -73,6 +84,14 @@ def main() -> None:
         ratios = "  ".join(f"{blocks}: {t[blocks] / t[1]:.2f}x" for blocks in (2, 3, 4))
         print(f"  {m:>5} x {k:>5} x {n:>5}  {m * k * n / 1e6:6.1f}M MACs  1: {t[1] * 1e6:6.0f} us  {ratios}"
               f"  -> {picked}  ({where})")
+        rows.append([f"({m} x {k}) @ ({k} x {n})", f"{m * k * n / 1e6:.1f}M", f"{t[1] * 1e6:.0f} us",
+                     *(f"{t[blocks] / t[1]:.2f}x" for blocks in (2, 3, 4)), picked, where])
+    if not args.no_write:
+        table = report.markdown_table(["product", "multiply-adds", "1 block", "2 blocks", "3 blocks", "4 blocks",
+                                       "`SPLITS` cuts it in", "where"], rows)
+        report.write_block(args.page, BLOCK, f"{args.threads} worker threads; best of {args.repeats} x 100 products; "
+                           f"2, 3 and 4 blocks as a fraction of one block's time.\n\n{table}",
+                           report.command_line("benchmarks.bench_blocks", sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ Run from the repo root:
     .venv/bin/python -m benchmarks.bench_conv --profile         # + per-layer breakdown
     ... --batch-size 128 --threads 1                            # other batch size, 1 thread each
 
-The table reports the median and the best epoch.
+The table reports the median and the best epoch; it is printed and written to the `bench-conv`
+block of docs/performance.md (benchmarks/report.py), with the profile when --profile is given.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 if __name__ == "__main__" and "--threads" in sys.argv:
     # BLAS reads its thread count once, when NumPy is first imported: set it before that
@@ -34,6 +36,7 @@ import stages  # before NumPy: BLAS on one thread and its Haswell kernels, as th
 # isort: split
 import numpy as np
 
+from benchmarks import report
 from numpynet import parallel
 from numpynet.conv import Conv2D, Flatten
 from numpynet.layers import Dense, Layer, ReLU
@@ -45,6 +48,8 @@ CONV_CHANNELS = [32, 64, 128]
 HIDDEN = 128
 N_CLASSES = 3
 LEARNING_RATE = 0.01      # plain SGD; the value only matters for keeping the weights finite
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = "bench-conv"
 
 
 def build_numpy_cnn(rng: np.random.Generator) -> list[Layer]:
@@ -54,6 +59,13 @@ def build_numpy_cnn(rng: np.random.Generator) -> list[Layer]:
         layers += [Conv2D(c, f, rng, pool=True), ReLU()]  # as numpynet.model.build_cnn builds it
         c, h = f, h // 2
     return layers + [Flatten(), Dense(c * h * h, HIDDEN, rng), ReLU(), Dense(HIDDEN, N_CLASSES, rng)]
+
+
+def label(j: int, layer: Layer) -> str:
+    """"2 conv 32->64" / "7 dense": the layer's index, kind and, for a convolution, its channels."""
+    if isinstance(layer, Conv2D):
+        return f"{j:2d} conv {layer.in_channels}->{layer.out_channels}"
+    return f"{j:2d} {layer.kind}"
 
 
 def numpy_epoch(layers: list[Layer], x: np.ndarray, y: np.ndarray, batch_size: int,
@@ -68,14 +80,14 @@ def numpy_epoch(layers: list[Layer], x: np.ndarray, y: np.ndarray, batch_size: i
             t = clock()
             out = layer.forward(out, training=True)
             if timings is not None:
-                key = f"{j:2d} {layer.kind} fwd"
+                key = f"{label(j, layer)} fwd"
                 timings[key] = timings.get(key, 0.0) + clock() - t
         _, grad = softmax_cross_entropy(out, y[i:i + batch_size])
         for j in range(len(layers) - 1, -1, -1):
             t = clock()
             grad = layers[j].backward(grad, need_input_grad=j > 0)
             if timings is not None:
-                key = f"{j:2d} {layers[j].kind} bwd"
+                key = f"{label(j, layers[j])} bwd"
                 timings[key] = timings.get(key, 0.0) + clock() - t
         t = clock()
         lr = np.float32(LEARNING_RATE)
@@ -95,7 +107,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also print a per-layer breakdown")
     parser.add_argument("--threads", type=int, default=None,
                         help="worker threads for the products (default: the CPUs, as the stages)")
+    report.add_arguments(parser, ROOT / "docs/performance.md")
     args = parser.parse_args()
+    if not args.no_write:
+        report.check_block(args.page, BLOCK)
     parallel.set_workers(stages.threads())  # as run_stage does: products spread over the cores
 
     rng = np.random.default_rng(0)
@@ -113,12 +128,23 @@ def main() -> None:
     print(f"{'implementation':<34}{'median s/epoch':>16}{'best s/epoch':>14}")
     print(f"{'numpynet.conv':<34}{statistics.median(ours):>16.2f}{min(ours):>14.2f}")
 
+    parts = [f"One epoch of {args.images:,} random images of CIFAR shapes, batch {args.batch_size}, "
+             f"{parallel.workers()} worker threads: median {statistics.median(ours):.2f} s, best {min(ours):.2f} s "
+             f"({args.epochs} epochs after a warm-up)."]
     if args.profile:
         timings: dict[str, float] = {}
         total = numpy_epoch(layers, x, y, args.batch_size, timings)
         print(f"\nper-layer breakdown of one numpynet epoch ({total:.2f} s with timers)")
         for key, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
             print(f"  {key:<22}{seconds:>8.3f} s {100 * seconds / total:>5.1f}%")
+        rows = [[key.strip(), f"{seconds:.2f} s", f"{100 * seconds / total:.0f}%"]
+                for key, seconds in sorted(timings.items(), key=lambda kv: -kv[1]) if seconds >= 0.01 * total]
+        rest = sum(seconds for seconds in timings.values() if seconds < 0.01 * total)
+        rows.append(["every other part (under 1% each)", f"{rest:.2f} s", f"{100 * rest / total:.0f}%"])
+        parts += [f"Where an epoch goes (one more epoch with timers: {total:.2f} s):",
+                  report.markdown_table(["layer, pass", "time", "share"], rows)]
+    if not args.no_write:
+        report.write_block(args.page, BLOCK, "\n\n".join(parts), report.command_line("benchmarks.bench_conv", sys.argv[1:]))
 
 
 if __name__ == "__main__":

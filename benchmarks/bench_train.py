@@ -22,7 +22,8 @@
 5. Where the time goes: one profiled numpynet run (per layer, loss, update; the rest is the
    loop: batch gather, schedule, Python).
 
-Every training run is a fresh process (benchmarks/mlp_timing.py). This machine's speed
+The tables go to the `bench-train` block of docs/performance.md (benchmarks/report.py), and are
+printed. Every training run is a fresh process (benchmarks/bench_train_run.py). This machine's speed
 drifts by 2x from minute to minute (shared host), so numpynet and PyTorch runs alternate,
 `--repeats` times, and the table gives medians and the median of the per-pair ratios, and the
 best runs: here a run is either at full speed or about 2.5x slower (when the host takes a core
@@ -48,7 +49,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from benchmarks import report
+
 ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs/performance.md"
+BLOCK = "bench-train"
 STAGES = ("fetch", "filter_normalize", "train", "evaluate")
 # the reference config as train params (the stage still validates every epoch on the val split)
 REFERENCE_STAGE = {"model": "mlp", "hidden_sizes": [128, 64], "learning_rate": 0.01, "batch_size": 64,
@@ -65,11 +70,11 @@ def mlp_flops_per_epoch(n: int, sizes: list[int]) -> float:
 
 
 def timing_run(args: list[str], cwd: Path, env: dict, python: str = sys.executable) -> dict:
-    """Run benchmarks.mlp_timing in a fresh process of `python`; its JSON result."""
-    out = subprocess.run([python, "-m", "benchmarks.mlp_timing", *args], cwd=cwd, env=env,
+    """Run benchmarks.bench_train_run in a fresh process of `python`; its JSON result."""
+    out = subprocess.run([python, "-m", "benchmarks.bench_train_run", *args], cwd=cwd, env=env,
                          capture_output=True, text=True)
     if out.returncode != 0:
-        raise SystemExit(f"benchmarks.mlp_timing {' '.join(args)} failed:\n{out.stderr}")
+        raise SystemExit(f"benchmarks.bench_train_run {' '.join(args)} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -126,7 +131,10 @@ def main() -> None:
     parser.add_argument("--torch-python", default=sys.executable,
                         help="the Python that runs PyTorch (default: this one; e.g. a venv of its own with torch)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/bench_train.json")
+    report.add_arguments(parser, PAGE)
     args = parser.parse_args()
+    if not args.no_write:
+        report.check_block(args.page, BLOCK)
     if not os.environ.get("CIFAR10_ARCHIVE") and not (ROOT / "data/raw").exists():
         print("note: CIFAR10_ARCHIVE is not set; fetch will download CIFAR-10", file=sys.stderr)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -181,6 +189,9 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results, torch_version, profile)
     print(f"\nwrote {args.out}")
+    if not args.no_write:
+        report.write_block(args.page, BLOCK, markdown(results, torch_version, profile),
+                           report.command_line("benchmarks.bench_train", sys.argv[1:]))
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -255,6 +266,58 @@ def print_table(results: dict, torch_version: str | None, profile: dict) -> None
         timed += seconds
         print(f"  {key:<30} {seconds:7.3f} s {100 * seconds / total:5.1f}%")
     print(f"  {'the loop: gather, schedule, Python':<30} {total - timed:7.3f} s {100 * (total - timed) / total:5.1f}%")
+
+
+def markdown(results: dict, torch_version: str | None, profile: dict) -> str:
+    """The block for docs/performance.md: the training table, the stages, where a step's time goes."""
+    t, ref = results["train"], results["train"]["reference"]
+
+    def runs(r: dict) -> str:
+        return f"median {r['median']:.2f} s ({', '.join(f'{x:.2f}' for x in r['runs'])})"
+
+    def fit_row(key: str, label: str) -> list[str]:
+        r = t[key]
+        return [label, runs(r["seconds"]), f"{r['gflop_per_second']:.0f} GFLOP/s, {100 * r['fraction_of_peak']['median']:.0f}% "
+                f"of peak (best run {100 * r['fraction_of_peak']['best']:.0f}%)"]
+
+    rows = [fit_row("reference", "numpynet's training loop alone (`fit`), reference config"),
+            fit_row("default", "the same, default `params.yaml`"),
+            fit_row("default_1_thread", "the same, `OPENBLAS_NUM_THREADS=1`")]
+    if torch_version:
+        st, ratio = t["reference_stage"], t["ratio_ours_to_torch"]
+        rows += [["the whole `train` stage, reference config (start-up, loading, validation every epoch, model file)",
+                  runs(st["seconds"]), ""],
+                 [f"PyTorch {torch_version}'s bare loop, reference config", runs(t["torch"]["seconds"]), ""],
+                 ["whole stage / PyTorch loop", f"{st['ratio_to_torch_loop']['median']:.2f}x of the medians",
+                  f"{st['ratio_to_torch_loop']['best_to_best']:.2f}x best run / best run"],
+                 ["`fit` / PyTorch loop", f"{ratio['median']:.2f}x (median of the pairs)",
+                  f"{ratio['best_to_best']:.2f}x best run / best run"]]
+    else:
+        rows.append(["PyTorch", "not run (give `--torch-python`)", ""])
+    for key, label in (("products", "the first layer's two matmuls alone (a ceiling: the same products, nothing else)"),
+                       ("products_and_update", "the same + its update `W -= dW`")):
+        c = ref["first_layer_alone"][key]
+        rows.append([label, f"{c['seconds_for_the_run']:.2f} s (best run)",
+                     f"{c['ceiling_gflop_per_second']:.0f} GFLOP/s, {100 * c['ceiling_fraction_of_peak']:.0f}% of peak"])
+    kernels = ref.get("blas", {}).get("architecture", "?")
+    rows.append(["float32 matmul peak (4096^2, as the stages compute products)",
+                 f"{ref['matmul_peak_gflop_per_second']:.0f} GFLOP/s", f"OpenBLAS {kernels} kernels"])
+    stages = results["stages"]
+    rows.append(["stages " + " / ".join(stages) + " (default `params.yaml`)",
+                 ", ".join(f"{v['seconds']:.1f} s" for v in stages.values()),
+                 "peak memory " + ", ".join(f"{v['peak_rss_mib']:.0f}" for v in stages.values()) + " MiB"])
+    rows.append(["no-op `dvc repro`", f"{results['noop_dvc_repro_seconds']:.2f} s (best of 3)", ""])
+    head = (f"{ref['epochs']} epochs of {ref['layers']}, batch {ref['batch_size']}, on {ref['images']:,} training images; "
+            f"{len(t['reference']['seconds']['runs'])} runs of each, alternating, each a fresh process.")
+    total = profile["seconds"]
+    timed = profile["profile_seconds"]
+    shares = [[key, f"{100 * sec / total:.0f}%"] for key, sec in timed.items() if sec >= 0.02 * total]
+    small = sum(sec for sec in timed.values() if sec < 0.02 * total)
+    shares.append(["every other timed part (under 2% each)", f"{100 * small / total:.0f}%"])
+    shares.append(["the loop: batch gather, schedule, Python", f"{100 * (total - sum(timed.values())) / total:.0f}%"])
+    return "\n\n".join([head, report.markdown_table(["measure", "time", "rate"], rows),
+                         f"Where a step's time goes (reference config, {profile['epochs']} epochs with timers, {total:.1f} s):",
+                         report.markdown_table(["part", "share"], shares)])
 
 
 if __name__ == "__main__":

@@ -309,7 +309,7 @@ def test_experiments_run_on_two_machines_are_gathered_on_a_third(origin, s3, tmp
     for name, exp in exps.items():
         data = exp["data"]
         assert data["params"]["params.yaml"]["data"]["train"]["learning_rate"] == float(name[3:])
-        accuracy[name] = data["metrics"]["metrics/metrics.json"]["data"]["accuracy"]
+        accuracy[name] = data["metrics"]["metrics/metrics.json"]["data"]["test"]["accuracy"]
     assert "lr-0.05" in summary.read_text() and "lr-0.002" in summary.read_text()
 
     best = max(accuracy, key=accuracy.get)
@@ -319,7 +319,7 @@ def test_experiments_run_on_two_machines_are_gathered_on_a_third(origin, s3, tmp
     out = c.dvc("repro")
     assert ran(out.stdout) == [] and "Data and pipelines are up to date." in out.stdout
     metrics = json.loads((c.path / "metrics/metrics.json").read_text())
-    assert metrics["accuracy"] == accuracy[best]
+    assert metrics["test"]["accuracy"] == accuracy[best]
 
 
 def set_params(repo: PipelineRepo, **train) -> None:

@@ -1,8 +1,8 @@
 """One timed MLP training run, in a process of its own; prints one JSON line.
 
-    python -m benchmarks.mlp_timing numpy --data data/prepared [--config reference|default] [--epochs 50]
-    python -m benchmarks.mlp_timing torch --data data/prepared [--epochs 50]
-    python -m benchmarks.mlp_timing numpy --data data/prepared --profile [--epochs 5]
+    python -m benchmarks.bench_train_run numpy --data data/prepared [--config reference|default] [--epochs 50]
+    python -m benchmarks.bench_train_run torch --data data/prepared [--epochs 50]
+    python -m benchmarks.bench_train_run numpy --data data/prepared --profile [--epochs 5]
 
 `bench_train` runs this for numpynet and for PyTorch alternately, each in a fresh
 process, so neither library's threads (OpenBLAS's, PyTorch's OpenMP pool) are alive
@@ -107,7 +107,7 @@ def numpy_setup(config: str, epochs: int):
     values = load(PARAMS)  # params.yaml in the working directory, validated as the stage does
     spec, cfg = make_config(ModelSpec, values), make_config(TrainConfig, values)
     if spec.model != "mlp":
-        raise SystemExit(f"mlp_timing: params.yaml says train.model: {spec.model}; this benchmark times MLPs "
+        raise SystemExit(f"bench_train_run: params.yaml says train.model: {spec.model}; this benchmark times MLPs "
                          "(benchmarks/bench_cnn.py times the CNN)")
     cfg = dataclasses.replace(cfg, epochs=epochs, restore_best=False)  # restore_best needs a validation split
     return cfg, list(spec.hidden_sizes), spec.dropout, values["seed"]
