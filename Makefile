@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: repro test test-fast compare ci-browser rerun-check pr-report bench bench-sweep remote exp-run exp-gather clean-venv
+.PHONY: repro test test-fast fuzz compare ci-browser rerun-check pr-report bench bench-sweep remote exp-run exp-gather clean-venv
 .PHONY: results bench-cnn bench-memory bench-blocks bench-conv bench-quickstart
 
 # pr-report compares the workspace with this revision
@@ -36,6 +36,10 @@ test-fast: $(VENV)/.test-installed
 ci-browser:
 	sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 || true
 	echo "CHROMIUM=$$(command -v chromium || command -v google-chrome)" >> "$$GITHUB_ENV"
+
+# the input readers' property-based tests with many more examples than `make test` runs
+fuzz: $(VENV)/.test-installed
+	HYPOTHESIS_PROFILE=long python -m pytest tests/stages/test_read.py
 
 # experiments side by side on one screen: the params and metrics that differ between them, without
 # DVC's bookkeeping columns and the DVCLive summary (once a run is done, the same numbers as model.*)

@@ -19,6 +19,10 @@ import numpy as np
 
 from cifar10.layout import IMAGE_SHAPE, pixels_to_row
 
+# The formats read, decided by the file's content: Pillow's own decoders only. Pillow opens more
+# (PostScript and EPS through the Ghostscript program, for one), which an untrusted file must not
+# reach, whatever its name says.
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 MAX_FILE_BYTES = 100 << 20      # a 50-megapixel JPEG is ~20 MB
 MAX_PIXELS = 50_000_000         # decoded at most ~200 MB (RGBA); a 30000x30000 image is refused from its header
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -50,7 +54,7 @@ def read_image(path: str | os.PathLike, shape: tuple[int, int, int] = IMAGE_SHAP
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path, formats=FORMATS) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS or w < 1 or h < 1:
                     raise ImageError(f"it declares {w}x{h} pixels, over the limit of {MAX_PIXELS}: refused as "
@@ -64,7 +68,8 @@ def read_image(path: str | os.PathLike, shape: tuple[int, int, int] = IMAGE_SHAP
         raise ImageError("decoding it needs more memory than there is") from None
     except Exception as err:  # a decoder failing on crafted bytes may raise anything
         detail = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise ImageError(f"not readable as an image ({detail}); give a PNG or JPEG file") from None
+        raise ImageError(f"not readable as an image ({detail}); give a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} "
+                         "file") from None
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit
 

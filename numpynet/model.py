@@ -145,6 +145,8 @@ def build_cnn(image_shape: tuple[int, int, int], conv_channels: list[int], hidde
 
 MAX_UNITS = 1 << 16       # widths and channel counts a model file may declare
 MAX_LAYERS = 256
+MAX_IMAGE_BYTES = 64 << 20  # what a model's layers may hold per image evaluated (the README's CNN: 0.9 MiB;
+                            # the largest CNN the train params allow, 5 x 1024 channels: 18 MiB)
 
 
 class ModelFormatError(ValueError):
@@ -172,9 +174,13 @@ def _json_entry(arrays: dict[str, np.ndarray], key: str) -> Any:
     if entry.shape != () or entry.dtype.kind != "U":
         raise ModelFormatError(f"'{key}' is a {entry.dtype} array of shape {entry.shape}, not a JSON string")
     try:
-        return json.loads(str(entry))
-    except ValueError as err:
-        raise ModelFormatError(f"'{key}' is not valid JSON ({err})") from None
+        return json.loads(str(entry), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as err:   # RecursionError: nested too deeply
+        raise ModelFormatError(f"'{key}' is not valid JSON ({str(err)[:100] or type(err).__name__})") from None
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _count(spec: dict, key: str, where: str) -> int:
@@ -273,16 +279,27 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> tuple[Network, dict[str, Any]]
     input_shape = meta["input_shape"] = tuple(shape)
     if not isinstance(specs, list) or not 1 <= len(specs) <= MAX_LAYERS:
         raise ModelFormatError(f"'architecture' is {_short(specs)}; expected a list of 1 to {MAX_LAYERS} layers")
+    from numpynet.conv import KERNEL
+
     shape = (math.prod(input_shape),)
+    per_image = math.prod(input_shape)   # float32 values the layers hold to evaluate one image
     for i, spec in enumerate(specs):
-        shape = _check_layer(spec, shape, f"layer {i}")
+        before, shape = shape, _check_layer(spec, shape, f"layer {i}")
+        per_image += math.prod(shape)
+        if spec["kind"] == "conv2d":   # its column matrix (3x3 patches) and its output before pooling
+            per_image += KERNEL ** 2 * math.prod(before) + spec["out_channels"] * math.prod(before[1:])
+        if 4 * per_image > MAX_IMAGE_BYTES:   # from the architecture, before anything is allocated
+            raise ModelFormatError(f"its layers would hold over {4 * per_image / 2**20:.0f} MiB for each image they "
+                                   f"evaluate; at most {MAX_IMAGE_BYTES >> 20} MiB")
         for key, expected in _param_shapes(spec).items():
             saved = arrays.get(f"layer{i}.{key}")
             if saved is None or saved.shape != expected or saved.dtype.kind != "f":
                 got = "missing" if saved is None else f"{saved.dtype} {saved.shape}"
                 raise ModelFormatError(f"parameter layer{i}.{key} is {got}; expected float {expected}")
-            if not np.all(np.isfinite(saved)):
-                raise ModelFormatError(f"parameter layer{i}.{key} holds NaN or infinite values")
+            with np.errstate(over="ignore"):   # a float64 beyond float32's range becomes inf: checked as loaded
+                if not np.all(np.isfinite(saved.astype(np.float32))):
+                    raise ModelFormatError(f"parameter layer{i}.{key} holds NaN, infinite values or values "
+                                           "beyond float32's range")
     if specs[-1]["kind"] != "dense":
         raise ModelFormatError("the last layer is not dense; a model ends in a dense layer of logits")
     network = Network([_make_layer(spec) for spec in specs])

@@ -18,8 +18,10 @@ import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -37,6 +39,16 @@ class StageError(Exception):
     """A problem the user can act on; printed without a traceback."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a `kill`, a CI job cancelled, `dvc queue kill`): raised in the main thread
+    like KeyboardInterrupt for SIGINT, so that every `finally` removes its temporary files and the
+    earlier outputs stay as they were."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's `main`, turning `StageError` into `<name>: error: ...` and exit 1.
 
@@ -45,6 +57,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     `numpynet.parallel`) computes them on `stages.threads()` threads."""
     if hasattr(signal, "SIGXFSZ"):  # over a file size limit (ulimit -f): an OSError, not a kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         if stages.THREADS_PROBLEM:
             raise StageError(stages.THREADS_PROBLEM)
@@ -53,9 +66,10 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
         main()
     except StageError as err:
         _fail(name, str(err))
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted; no output was written under its final name", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, Terminated) as err:
+        print(f"{name}: interrupted; no output was written under its final name, earlier ones are as they were",
+              file=sys.stderr)
+        sys.exit(143 if isinstance(err, Terminated) else 130)
     except OSError as err:
         where = f" {quote(err.filename, 200, bare=True)}" if err.filename else ""
         _fail(name, f"cannot read or write{where}: {err.strerror or err}; check that the folder exists, is "
@@ -151,17 +165,8 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> None:
-    """A CSV through the `csv` module (any field is quoted as it needs), "\n" line ends."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
 def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text(path, json_text(obj))
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
@@ -207,15 +212,59 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """The arrays of an .npz (no pickles); a ValueError for any entry NumPy cannot parse (its
+    header parser raises SyntaxError, TypeError and more on crafted headers)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+    except (OSError, MemoryError, zipfile.BadZipFile):
+        raise
+    except Exception as err:
+        raise ValueError(f"an entry is not a valid .npy ({type(err).__name__}: {str(err)[:100]})") from None
 
 
-def save_figure(path: Path, fig: Any) -> None:
-    """Save a matplotlib figure as a PNG with no timestamp or software tag (byte-stable)."""
+def figure_png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes with no timestamp or software tag (byte-stable)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def csv_text(header: list[str], rows: Iterable[list[Any]]) -> str:
+    """A CSV through the `csv` module (any field is quoted as it needs), "\n" line ends."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
+def write_all(files: dict[Path, bytes | str]) -> None:
+    """Write a stage's outputs as one set: every file to a temporary name beside it first, then
+    each renamed into place, so a failure while writing (a full disk) replaces none of them."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale(path)
+            fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+            staged.append((Path(name), path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(name, 0o666 & ~_UMASK)
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
 
 
 def set_aside(path: Path) -> Path | None:
@@ -270,10 +319,27 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def map_npy(path: Path) -> np.ndarray:
+    """An .npy file memory-mapped read-only, checked: a regular file, no pickles, a header NumPy
+    can parse and a size that covers what the header declares. Anything else is a ValueError
+    (FileNotFoundError and other OSErrors propagate): NumPy's header parser raises SyntaxError,
+    TypeError and more on crafted headers."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError(f"{path} is not a regular file (a folder, device or pipe?)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")   # e.g. "created on Python 2": nothing this pipeline writes
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, MemoryError):
+        raise
+    except Exception as err:   # SyntaxError, TypeError, ... from the header; EOFError, ValueError from the size
+        raise ValueError(f"{path} is not a valid .npy file ({type(err).__name__}: {str(err)[:100]})") from None
+
+
 def load_npy(path: Path) -> np.ndarray:
-    """An .npy file as an in-memory array: no pickles, and the size its header declares is checked
-    against the file's before any data is read, so a crafted header cannot make it allocate more
-    than the file holds."""
-    mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header; checks the file is long enough
+    """An .npy file as an in-memory array, checked as `map_npy` checks it before any data is read,
+    so a crafted header cannot make it allocate more than the file holds."""
+    mapped = map_npy(path)
+    array = np.array(mapped)                                    # one allocation of the checked size
     del mapped
-    return np.load(path, allow_pickle=False)                    # one allocation of the checked size
+    return array

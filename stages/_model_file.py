@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cifar10.layout import LAYOUT
+from numpynet.inference import class_probabilities
 from numpynet.model import MODEL_KINDS, ModelFormatError, Network, from_arrays, to_arrays
 from stages._io import StageError, load_npz, quote, save_npz
 
@@ -33,6 +34,18 @@ class Model:
     class_names: list[str]             # output k is class_names[k]
     normalization: dict[str, Any]      # {"method", "mean": [C], "std": [C]} in pixel units
     input_shape: tuple[int, int, int]  # (C, H, W) of the images, given to the network as rows
+    path: Path | None = None
+
+    def probabilities(self, x: np.ndarray, flip_tta: bool) -> np.ndarray:
+        """Class probabilities (N, K) for normalized rows x (N, C*H*W), as evaluate and predict give
+        them; StageError if the model's outputs are not finite (weights within float32's range
+        can still overflow on the way), so no NaN becomes a metric or a prediction."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            proba = class_probabilities(self.network, x, self.input_shape, flip_tta)
+        if not np.isfinite(proba).all():
+            raise StageError(f"{self.path}: the model's outputs overflow (its weights are too large for float32 "
+                             "arithmetic); it is not a model train writes: rebuild it with `dvc repro train`")
+        return proba
 
 
 def save(path: Path, network: Network, kind: str, class_names: list[str], normalization: dict[str, Any],
@@ -98,4 +111,4 @@ def load(path: Path) -> Model:
         problem = str(err) or type(err).__name__
         raise StageError(f"{quote(path, 200, bare=True)} is not a usable model file: {quote(problem, 200, bare=True)}; "
                          f"{hint}") from None
-    return Model(network, meta["model"], meta["class_names"], meta["normalization"], meta["input_shape"])
+    return Model(network, meta["model"], meta["class_names"], meta["normalization"], meta["input_shape"], path)

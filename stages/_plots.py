@@ -1,4 +1,4 @@
-"""Matplotlib figures for the stages (Agg backend, no display needed, byte-stable PNGs).
+"""Matplotlib figures for the stages as PNG bytes (Agg backend, no display needed, byte-stable).
 
 matplotlib is imported on first use, not at import time: it costs most of a
 second, which a stage that stops at a bad param should not pay.
@@ -6,11 +6,9 @@ second, which a stage that stops at a bad param should not pay.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from stages._io import save_figure
+from stages._io import figure_png
 
 
 def _pyplot():
@@ -22,8 +20,8 @@ def _pyplot():
     return plt
 
 
-def loss_curve(path: Path, epochs: list[int], train_loss: list[float], val_loss: list[float] | None,
-               val_accuracy: list[float] | None, saved_epoch: int) -> None:
+def loss_curve(epochs: list[int], train_loss: list[float], val_loss: list[float] | None,
+               val_accuracy: list[float] | None, saved_epoch: int) -> bytes:
     """Training (and validation) loss per epoch, validation accuracy on a second axis, and a line at
     the epoch whose weights the model holds."""
     from matplotlib.ticker import MaxNLocator
@@ -48,11 +46,12 @@ def loss_curve(path: Path, epochs: list[int], train_loss: list[float], val_loss:
     ax.legend(handles, labels, loc="center right")
     ax.set_title(f"Loss per epoch; the model holds epoch {saved_epoch}'s weights")
     fig.tight_layout()
-    save_figure(path, fig)
+    png = figure_png(fig)
     plt.close(fig)
+    return png
 
 
-def per_class(path: Path, values: dict[str, list[float]], metrics: tuple[str, ...]) -> None:
+def per_class(values: dict[str, list[float]], metrics: tuple[str, ...]) -> bytes:
     """Horizontal bars: for each class (top to bottom in label order), one bar per metric in [0, 1]."""
     plt = _pyplot()
     names = list(values)
@@ -70,11 +69,12 @@ def per_class(path: Path, values: dict[str, list[float]], metrics: tuple[str, ..
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 * 6 / (k * m / 2 + 3)), ncol=m, fontsize=8, frameon=False)
     ax.set_title("Per-class precision, recall and F1 (test split)")
     fig.tight_layout()
-    save_figure(path, fig)
+    png = figure_png(fig)
     plt.close(fig)
+    return png
 
 
-def confusion_matrix(path: Path, counts: np.ndarray, class_names: list[str]) -> None:
+def confusion_matrix(counts: np.ndarray, class_names: list[str]) -> bytes:
     """Counts (K, K) as a heat map, the count written in every cell; rows true, columns predicted."""
     plt = _pyplot()
     k = len(class_names)
@@ -91,12 +91,13 @@ def confusion_matrix(path: Path, counts: np.ndarray, class_names: list[str]) -> 
                     color="white" if counts[i, j] > threshold else "black")
     ax.set_title("Confusion matrix (test split)")
     fig.tight_layout()
-    save_figure(path, fig)
+    png = figure_png(fig)
     plt.close(fig)
+    return png
 
 
-def image_gallery(path: Path, images: np.ndarray, captions: list[str], columns: int = 4,
-                  title: str = "") -> None:
+def image_gallery(images: np.ndarray, captions: list[str], columns: int = 4,
+                  title: str = "") -> bytes:
     """A grid of RGB images (M, 32, 32, 3) uint8, each with a caption under it."""
     plt = _pyplot()
     m = len(images)
@@ -112,5 +113,6 @@ def image_gallery(path: Path, images: np.ndarray, captions: list[str], columns: 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    save_figure(path, fig)
+    png = figure_png(fig)
     plt.close(fig)
+    return png

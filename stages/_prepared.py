@@ -8,7 +8,6 @@ StageError saying what is wrong and to rebuild it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +15,19 @@ import numpy as np
 
 from cifar10.layout import ROW_LENGTH
 from stages._io import StageError, load_npy, quote
+from stages._read import read_json
 
 DATA = Path("data/prepared")
 REBUILD = "run `dvc repro -f filter_normalize` to rebuild it"
+MAX_INFO_BYTES = 1 << 20   # dataset.json: about 1 KB
 
 
 def read_info() -> dict[str, Any]:
     """dataset.json, with its class names checked."""
     try:
-        info = json.loads((DATA / "dataset.json").read_text(encoding="utf-8"))
+        info = read_json(DATA / "dataset.json", MAX_INFO_BYTES, REBUILD)
     except FileNotFoundError:
         raise StageError(f"{DATA}/dataset.json does not exist; run `dvc repro filter_normalize` first") from None
-    except (UnicodeDecodeError, ValueError) as err:
-        raise StageError(f"{DATA}/dataset.json is not valid JSON ({err}); {REBUILD}") from None
     names = info.get("class_names") if isinstance(info, dict) else None
     if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)
             and len(set(names)) == len(names)):

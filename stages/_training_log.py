@@ -22,17 +22,16 @@ plots/loss_curve.png).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from numpynet.training import EpochRecord
 from stages._io import StageError, put_back, quote, set_aside
+from stages._read import read_bytes, read_json
 
 DIR = Path("models/training")
 SUMMARY = DIR / "metrics.json"
@@ -138,15 +137,9 @@ class TrainingRecord:
 
 def _open_checked(path: Path) -> bytes:
     try:
-        info = path.stat()
+        return read_bytes(path, MAX_BYTES, REBUILD)
     except FileNotFoundError:
         raise StageError(f"{path} does not exist; run `dvc repro train` first") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise StageError(f"{path} is not a regular file (a folder, device or pipe?); {REBUILD}")
-    if info.st_size > MAX_BYTES:
-        raise StageError(f"{path} is larger than {MAX_BYTES >> 20} MiB; {REBUILD}")
-    with open(path, "rb") as f:
-        return f.read(MAX_BYTES + 1)
 
 
 def _value(path: Path, text: str, where: str, high: float = math.inf) -> float:
@@ -181,15 +174,11 @@ def _read_series(path: Path, column: str, high: float = math.inf) -> list[float]
     return values
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
 def _read_summary(path: Path) -> Any:
     try:
-        return json.loads(_open_checked(path).decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise StageError(f"{path} is not valid JSON ({quote(str(err), 100, bare=True)}); {REBUILD}") from None
+        return read_json(path, MAX_BYTES, REBUILD)
+    except FileNotFoundError:
+        raise StageError(f"{path} does not exist; run `dvc repro train` first") from None
 
 
 def read(directory: Path = DIR) -> TrainingRecord:

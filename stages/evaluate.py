@@ -26,10 +26,9 @@ import numpy as np
 
 from cifar10.layout import rows_to_pixels
 from numpynet.data import denormalize
-from numpynet.inference import class_probabilities
 from numpynet.metrics import classification_report, confusion_matrix, most_confident_errors
 from stages import _model_file, _plots, _prepared, _training_log
-from stages._io import StageError, run_stage, write_csv, write_json
+from stages._io import StageError, csv_text, json_text, run_stage, write_all
 from stages.params import Boolean, Param, Section, load
 
 MODEL = Path("models/model.npz")
@@ -67,21 +66,18 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_error_gallery(x_test: np.ndarray, y_test: np.ndarray, proba: np.ndarray, model: _model_file.Model) -> None:
+def error_gallery(x_test: np.ndarray, y_test: np.ndarray, proba: np.ndarray,
+                  model: _model_file.Model) -> dict[Path, bytes | str]:
+    """plots/misclassified.csv and .png: the most confidently misclassified test images."""
     names = model.class_names
     idx = most_confident_errors(y_test, proba, GALLERY_SIZE)
     pred = proba[idx].argmax(axis=1)
     conf = proba[idx, pred]
-    write_csv(ERRORS_CSV, ["index", "actual", "predicted", "probability"],
-              [[i, names[y_test[i]], names[p], f"{c:.4f}"] for i, p, c in zip(idx, pred, conf)])
     captions = [f"true: {names[y_test[i]]}\npred: {names[p]} ({c:.2f})" for i, p, c in zip(idx, pred, conf)]
     pixels = rows_to_pixels(denormalize(x_test[idx], model.normalization), model.input_shape)
-    _plots.image_gallery(ERRORS_PNG, pixels, captions, title="Most confidently misclassified test images")
-
-
-def write_training_report(record: _training_log.TrainingRecord) -> None:
-    _plots.loss_curve(LOSS_PNG, record.epochs, record.train_loss, record.val_loss, record.val_accuracy,
-                      record.saved_epoch)
+    return {ERRORS_CSV: csv_text(["index", "actual", "predicted", "probability"],
+                                 [[i, names[y_test[i]], names[p], f"{c:.4f}"] for i, p, c in zip(idx, pred, conf)]),
+            ERRORS_PNG: _plots.image_gallery(pixels, captions, title="Most confidently misclassified test images")}
 
 
 def summary(report: dict, record: _training_log.TrainingRecord) -> dict:
@@ -99,19 +95,24 @@ def main() -> None:
         raise StageError(f"the test data in {_prepared.DATA}/ has rows of {x_test.shape[1]} values, the model takes "
                          f"{math.prod(model.input_shape)}; rerun `dvc repro`")
 
-    proba = class_probabilities(model.network, x_test, model.input_shape, flip_tta)
+    proba = model.probabilities(x_test, flip_tta)
     y_pred = proba.argmax(axis=1)
     report = classification_report(y_test, y_pred, names)
-    write_json(METRICS, summary(report, record))
-    write_csv(CONFUSION_CSV, ["actual", "predicted"], [[names[a], names[p]] for a, p in zip(y_test, y_pred)])
-    _plots.confusion_matrix(CONFUSION_PNG, confusion_matrix(y_test, y_pred, len(names)), names)
     metrics = ("precision", "recall", "f1")
-    write_csv(PER_CLASS_CSV, ["class_metric", "value"],
-              [[f"{name} {metric}", f"{m[metric]:.6f}"] for name, m in report["per_class"].items() for metric in metrics])
-    _plots.per_class(PER_CLASS_PNG, {name: [m[metric] for metric in metrics] for name, m in report["per_class"].items()},
-                     metrics)
-    write_error_gallery(x_test, y_test, proba, model)
-    write_training_report(record)
+    per_class = {name: [m[metric] for metric in metrics] for name, m in report["per_class"].items()}
+    # every output made first, then written as one set: an error on the way replaces none of them
+    write_all({
+        METRICS: json_text(summary(report, record)),
+        CONFUSION_CSV: csv_text(["actual", "predicted"], [[names[a], names[p]] for a, p in zip(y_test, y_pred)]),
+        CONFUSION_PNG: _plots.confusion_matrix(confusion_matrix(y_test, y_pred, len(names)), names),
+        PER_CLASS_CSV: csv_text(["class_metric", "value"],
+                                [[f"{name} {metric}", f"{v:.6f}"] for name, vs in per_class.items()
+                                 for metric, v in zip(metrics, vs)]),
+        PER_CLASS_PNG: _plots.per_class(per_class, metrics),
+        **error_gallery(x_test, y_test, proba, model),
+        LOSS_PNG: _plots.loss_curve(record.epochs, record.train_loss, record.val_loss, record.val_accuracy,
+                                    record.saved_epoch),
+    })
     print(format_report(report))
 
 

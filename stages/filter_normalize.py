@@ -17,7 +17,7 @@ import numpy as np
 
 from cifar10.layout import CLASS_NAMES, IMAGE_SHAPE, ROW_LENGTH
 from numpynet.data import NORMALIZATIONS, class_rows, normalization_stats, normalize, stratified_split
-from stages._io import StageError, atomic_dir, load_npy, run_stage, save_npy, save_npy_chunks, write_json
+from stages._io import StageError, atomic_dir, load_npy, map_npy, run_stage, save_npy, save_npy_chunks, write_json
 from stages.params import Choice, Integer, Names, Param, Real, Section, load
 
 RAW = Path("data/raw")
@@ -35,7 +35,7 @@ PARAMS = Section("filter_normalize", (
 def load_raw(split: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """data/raw/{split}_images.npy uint8 (N, 3072) and {split}_labels.npy int (N,) in 0..n_classes-1."""
     try:
-        images = np.load(RAW / f"{split}_images.npy", mmap_mode="r", allow_pickle=False)  # header checked
+        images = map_npy(RAW / f"{split}_images.npy")   # header and size checked
         labels = load_npy(RAW / f"{split}_labels.npy")
     except (OSError, ValueError, EOFError) as err:
         raise StageError(f"cannot read {RAW}/{split}_*.npy ({err}); run `dvc repro fetch` "

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from stages._io import StageError, quote
+from stages._read import read_yaml
 
 PARAMS_FILE = Path("params.yaml")
 MAX_PARAMS_BYTES = 1 << 20   # the real file is 3 KB; a larger one is refused before parsing
@@ -321,30 +320,12 @@ class Section:
 
 
 def read_file(path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """params.yaml as a dict of sections, or StageError saying what is wrong with the file."""
+    """params.yaml as a dict of sections, read as DVC reads it (stages/_read.py: YAML 1.2, no
+    duplicate keys, tags or aliases), or StageError saying what is wrong with the file."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_PARAMS_BYTES + 1)
-    except OSError as err:
-        raise StageError(f"cannot read {path}: {err.strerror or err}; run from the repository root") from None
-    if len(data) > MAX_PARAMS_BYTES:
-        raise StageError(f"{path} is larger than {MAX_PARAMS_BYTES >> 20} MiB; the file holds a few "
-                         f"dozen keys: restore it (git checkout {path})")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise StageError(f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} at line {line}); "
-                         "save it as UTF-8") from None
-    try:
-        parsed = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise StageError(f"{path} is not valid YAML{where}: {problem}; fix the file and rerun") from None
-    except RecursionError:
-        raise StageError(f"{path} nests too deeply to be a params file; fix the file and rerun") from None
+        parsed = read_yaml(path, MAX_PARAMS_BYTES, f"fix the file (or restore it: git checkout {path}) and rerun")
+    except FileNotFoundError:
+        raise StageError(f"cannot read {path}: it does not exist; run from the repository root") from None
     if not isinstance(parsed, dict):
         raise StageError(f"{path} holds a {type(parsed).__name__}; expected a mapping of sections")
     return parsed

@@ -26,7 +26,6 @@ import numpy as np
 
 from cifar10.images import ImageError, read_image
 from numpynet.data import normalize
-from numpynet.inference import class_probabilities
 from stages import _model_file, evaluate
 from stages._io import StageError, quote, run_stage
 from stages.params import load
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         except ImageError as err:
             raise StageError(f"{quote(str(path), 200, bare=True)}: {err}") from None
     x = normalize(np.stack(rows), model.normalization)
-    proba = class_probabilities(model.network, x, model.input_shape, flip_tta)
+    proba = model.probabilities(x, flip_tta)
     names = model.class_names
     results = []
     for path, p in zip(args.images, proba):

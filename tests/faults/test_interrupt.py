@@ -18,6 +18,7 @@ and the download last long enough to be interrupted.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import signal
 import subprocess
@@ -32,7 +33,7 @@ import pytest
 from tests.helpers.archives import fixture_fingerprints, make_archive, run_fetch, write_source
 from tests.helpers.files import assert_clean_failure, digests, md5, sha256, snapshot
 from tests.helpers.http import NAME, FaultServer, fetch_process, start_fetch
-from tests.helpers.repo import PipelineRepo
+from tests.helpers.repo import ROOT, PipelineRepo
 
 pytestmark = pytest.mark.slow
 
@@ -249,3 +250,42 @@ def test_a_half_written_input_is_refused_by_the_next_stage(repo, tmp_path, case)
     proc = copy.stage(stage)
     assert_clean_failure(proc, stage, *fragments)
     assert snapshot(copy.path, outputs) == before
+
+
+def test_sigterm_in_mid_epoch_leaves_the_earlier_model_and_record_as_they_were(repo):
+    """SIGTERM (a `kill`, a cancelled CI job) ends train in one line, exit 143, with the earlier
+    model and training record byte-identical and nothing left beside them: the record DVCLive was
+    writing in place is removed and the earlier one put back."""
+    before = snapshot(repo.path)
+    proc = start_stage(repo, "train")
+    first = proc.stdout.readline()
+    assert first.startswith("epoch   1/"), first + proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert f"epoch {TRAIN['epochs']:3d}/" not in out, "signalled too late: training had finished"
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["train: interrupted; no output was written under its final name, earlier ones "
+                                        "are as they were"], err
+    assert snapshot(repo.path) == before
+
+
+def test_sigterm_inside_an_atomic_write_removes_the_temporary_folder(tmp_path):
+    """The mechanism, without timing: a stage signals itself while its temporary folder exists."""
+    code = """
+import os, signal, stages
+from pathlib import Path
+from stages._io import atomic_dir, run_stage
+def main():
+    with atomic_dir(Path("out")) as tmp:
+        (tmp / "half.npy").write_bytes(b"x" * 1000)
+        os.kill(os.getpid(), signal.SIGTERM)
+        (tmp / "never.npy").write_bytes(b"")
+run_stage("filter_normalize", main)
+"""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.npy").write_bytes(b"old")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 143 and "Traceback" not in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]          # no temporary folder beside it
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.npy"]  # the earlier output as it was

@@ -49,6 +49,18 @@ def _first_dense_n_in(specs: list, value) -> None:
     next(s for s in specs if s["kind"] == "dense")["n_in"] = value
 
 
+def _wide_conv(arrays: Arrays) -> Arrays:
+    """A first layer of 16,384 3x3 filters (1.8 MB of weights, within every bound) whose output
+    maps take 128 MiB an image: 16 GiB for the 128 images a convolution evaluates at once."""
+    specs = [{"kind": "reshape", "shape": [3, 32, 32]},
+             {"kind": "conv2d", "in_channels": 3, "out_channels": 16384, "pool": False},
+             {"kind": "flatten"}, {"kind": "dense", "n_in": 16384 * 1024, "n_out": 3}]
+    out = {k: v for k, v in arrays.items() if not k.startswith("layer")}
+    out.update({"architecture": np.array(json.dumps(specs)), "layer1.W": np.zeros((16384, 3, 3, 3), np.float32),
+                "layer1.b": np.zeros(16384, np.float32)})
+    return out
+
+
 def _set_weight(arrays: Arrays, name: str, value) -> Arrays:
     w = arrays[name].copy()
     w.flat[0] = value
@@ -78,8 +90,19 @@ ARRAY_CASES: dict[str, tuple[Callable[[Arrays], Arrays], str]] = {
     "weight-missing": (lambda a: {k: v for k, v in a.items() if k != "layer0.W"}, "parameter layer0.W is missing"),
     "weight-wrong-shape": (lambda a: {**a, "layer0.W": a["layer0.W"][:-1]}, "parameter layer0.W is float32 (3071, "),
     "weight-int": (lambda a: {**a, "layer0.b": a["layer0.b"].astype(np.int32)}, "parameter layer0.b is int32"),
-    "weight-nan": (lambda a: _set_weight(a, "layer0.W", np.nan), "parameter layer0.W holds NaN or infinite values"),
-    "bias-inf": (lambda a: _set_weight(a, "layer0.b", np.inf), "parameter layer0.b holds NaN or infinite values"),
+    "weight-nan": (lambda a: _set_weight(a, "layer0.W", np.nan), "parameter layer0.W holds NaN, infinite values"),
+    "bias-inf": (lambda a: _set_weight(a, "layer0.b", np.inf), "parameter layer0.b holds NaN, infinite values"),
+    # finite as float64, infinite as the float32 the network computes in
+    "weight-float64-1e39": (lambda a: {**a, "layer0.W": np.full(a["layer0.W"].shape, 1e39)},
+                            "parameter layer0.W holds NaN, infinite values or values beyond float32's range"),
+    # finite in float32, but a product of such weights overflows: refused before any NaN is written
+    "weights-that-overflow": (lambda a: {**a, "layer0.W": np.full(a["layer0.W"].shape, 3e38, np.float32)},
+                              "the model's outputs overflow"),
+    # every layer within its bounds, yet evaluating a batch would need ~17 GiB: refused from the
+    # architecture, before anything is allocated
+    "layers-need-gigabytes": (lambda a: _wide_conv(a), "for each image they evaluate; at most 64 MiB"),
+    "architecture-100000-deep": (lambda a: {**a, "architecture": np.array("[" * 100_000 + "]" * 100_000)},
+                                 "'architecture' is not valid JSON"),
     "meta-a-list": (lambda a: {**a, "meta": np.array("[1, 2]")}, "meta input_shape is None"),
     "input_shape-missing": (lambda a: _meta(a, lambda m: m.pop("input_shape")), "meta input_shape is None"),
     "input_shape-2d": (lambda a: _meta(a, lambda m: m.update(input_shape=[3, 32])), "meta input_shape is [3, 32]"),
@@ -95,7 +118,7 @@ ARRAY_CASES: dict[str, tuple[Callable[[Arrays], Arrays], str]] = {
     "normalization-std-zero": (lambda a: _meta(a, lambda m: m["normalization"].update(std=[0.0, 1.0, 1.0])),
                                "has a value <= 0"),
     "normalization-mean-nan": (lambda a: _meta(a, lambda m: m["normalization"].update(mean=[float("nan"), 0, 0])),
-                               "meta normalization mean is [nan, 0, 0]; expected 3 finite numbers"),
+                               "'meta' is not valid JSON (NaN is not a number JSON allows)"),
     "normalization-two-channels": (lambda a: _meta(a, lambda m: m["normalization"].update(std=[1.0, 1.0])),
                                    "expected 3 finite numbers"),
     "model-kind-unknown": (lambda a: _meta(a, lambda m: m.update(model="resnet")), "meta model is 'resnet'"),

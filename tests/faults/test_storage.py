@@ -88,3 +88,18 @@ def test_an_output_folder_that_is_a_file(repo):
     proc = repo.stage("evaluate")
     assert_clean_failure(proc, "evaluate", "metrics", "cannot read or write")
     assert (repo.path / "metrics").read_text() == "not a folder\n"
+
+
+def test_evaluate_replaces_its_outputs_as_one_set_or_none_of_them(repo):
+    """With other params (flip averaging turned around) evaluate's outputs change; a file size
+    limit that its larger files exceed must leave every earlier output as it was, the small ones
+    (misclassified.csv, with its probabilities) included, not a half-rewritten set."""
+    params = repo.params()
+    repo.set_param("evaluate", "flip_tta", not params["evaluate"]["flip_tta"])
+    before = snapshot(repo.path)
+    proc = repo.run("bash", "-c", f"ulimit -f 8; exec {sys.executable} -m stages.evaluate", check=False, timeout=300)
+    assert_clean_failure(proc, "evaluate", "cannot read or write", "File too large")
+    assert snapshot(repo.path) == before
+    assert repo.stage("evaluate").returncode == 0    # without the limit, the same params change them all
+    after = snapshot(repo.path)
+    assert after["plots/misclassified.csv"] != before["plots/misclassified.csv"]

@@ -150,7 +150,7 @@ def test_a_missing_key_says_what_it_should_hold():
     (b"train: {lr: 0.1\n", "is not valid YAML at line"),
     (b"train:\n  x: \xff\n", "is not UTF-8 text (byte 0xff at line 2)"),
     (b"- 1\n- 2\n", "holds a list; expected a mapping of sections"),
-    (b"[" * 100_000, "nests too deeply"),
+    (b"[" * 100_000, "nests deeper than 32 levels"),
     (b"# pad\n" * 200_000, "is larger than 1 MiB"),
 ])
 def test_a_broken_params_file_is_refused_as_a_whole(tmp_path, content, fragment):
