@@ -33,11 +33,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from stages import NEEDED_CPU_FLAGS, cpu_flags
+from stages._io import StageError
+from stages._read import read_yaml
 
 DEFAULT_REPORT = Path("rerun-check/report.md")
+MAX_LOCK_BYTES = 16 << 20   # dvc.lock: about 10 KB
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,18 @@ class CheckError(Exception):
     """The rerun could not be made (exit 2)."""
 
 
+def read_lock(path: Path, commit: str) -> dict:
+    """dvc.lock through the checked YAML reader ({} when there is none); CheckError if it is broken
+    (say, merge-conflict markers committed by mistake)."""
+    try:
+        lock = read_yaml(path, MAX_LOCK_BYTES, f"resolve it (a merge conflict?) and commit it; commit {commit}")
+    except FileNotFoundError:
+        return {}
+    except StageError as err:
+        raise CheckError(str(err)) from None
+    return lock if isinstance(lock, dict) else {}
+
+
 def rerun_metrics(root: Path, workdir: Path) -> tuple[dict, dict, dict, str]:
     """Clone HEAD of `root` into `workdir`, recompute every stage; returns
     (dvc metrics diff, committed dvc.lock, rerun dvc.lock, commit)."""
@@ -153,7 +166,7 @@ def rerun_metrics(root: Path, workdir: Path) -> tuple[dict, dict, dict, str]:
     if done.returncode:
         raise CheckError(f"git clone of {root} failed: {done.stderr.strip()}")
     commit = run(["git", "rev-parse", "--short", "HEAD"], clone).stdout.strip()
-    committed_lock = yaml.safe_load((clone / "dvc.lock").read_text()) if (clone / "dvc.lock").exists() else {}
+    committed_lock = read_lock(clone / "dvc.lock", commit)
     dvc = str(Path(sys.executable).parent / "dvc")
     dvc = dvc if Path(dvc).exists() else "dvc"
     print(f"rerun-check: dvc repro --force of {commit} in {clone} ...", flush=True)
@@ -169,7 +182,7 @@ def rerun_metrics(root: Path, workdir: Path) -> tuple[dict, dict, dict, str]:
     # metrics/metrics.json `model` too
     tracked = set(run(["git", "ls-files"], clone).stdout.splitlines())
     diff = {path: keys for path, keys in json.loads(done.stdout or "{}").items() if path in tracked}
-    return diff, committed_lock, yaml.safe_load((clone / "dvc.lock").read_text()), commit
+    return diff, committed_lock, read_lock(clone / "dvc.lock", commit), commit
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,3 +100,14 @@ def test_tolerances_by_kind_of_metric(key, old, new, fits):
     assert rows[0].ok is fits
     assert rerun_check.judge({"m.json": {key: {"old": old, "new": old}}}, exact=True)[0].ok
     assert not rerun_check.judge({"m.json": {key: {"old": old, "new": new}}}, exact=True)[0].ok
+
+
+def test_a_committed_dvc_lock_with_merge_conflict_markers_exits_2_in_one_line(committed, tmp_path):
+    repo = committed.fork(tmp_path / "repo")
+    lock = (repo.path / "dvc.lock").read_text()
+    (repo.path / "dvc.lock").write_text("<<<<<<< HEAD\n" + lock + "=======\n" + lock + ">>>>>>> other\n")
+    repo.git("commit", "-qam", "a conflicted dvc.lock")
+    done = check(repo)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    errors = done.stderr.strip().splitlines()
+    assert errors[-1].startswith("rerun-check: error: ") and "dvc.lock" in errors[-1], done.stderr
