@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import stat
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +56,35 @@ def save(path: Path, network: Network, kind: str, class_names: list[str], normal
     save_npz(path, to_arrays(network, meta))
 
 
+MAX_DIRECTORY_BYTES = 1 << 20   # the zip's central directory: 1,024 entries of a few dozen bytes each
+
+
+def _check_directory_size(path: Path) -> None:
+    """Refuse a zip whose central directory declares more entries or bytes than a model file has,
+    from its end record, before `zipfile` reads the directory (which it holds in memory whole:
+    a crafted 1 GiB file can declare twenty million entries)."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - (1 << 16) - 22))
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")   # the end-of-central-directory record
+    if at < 0 or len(tail) - at < 22:
+        raise ModelFormatError("it is not a zip file (no end of central directory)")
+    entries, directory_bytes = struct.unpack("<HI", tail[at + 10:at + 16])
+    if entries == 0xFFFF or directory_bytes == 0xFFFFFFFF:   # ZIP64: the real counts are in the ZIP64 record
+        z64 = tail.rfind(b"PK\x06\x06", 0, at)
+        if z64 < 0 or len(tail) - z64 < 56:
+            raise ModelFormatError("its ZIP64 end record is missing or cut short")
+        entries, directory_bytes = struct.unpack("<QQ", tail[z64 + 32:z64 + 48])
+    if entries > MAX_ENTRIES or directory_bytes > MAX_DIRECTORY_BYTES:
+        raise ModelFormatError(f"its zip directory declares {entries} entries in {directory_bytes} bytes; a model file "
+                               f"holds at most {MAX_ENTRIES} entries")
+
+
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     """The entries of an .npz, after checking from the zip directory that they are few and small."""
+    _check_directory_size(path)
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_ENTRIES or sum(i.file_size for i in infos) > MAX_MODEL_BYTES:

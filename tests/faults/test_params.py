@@ -97,6 +97,12 @@ def _cases() -> dict[str, Case]:
             f"{file} is not UTF-8 text (byte 0xff at line 1)", "save it as UTF-8"), file)
         cases[f"{stage}-huge-file"] = Case(stage, lambda t: t + b"#" * (70 << 20), (
             f"{file} is larger than 1 MiB",), file)
+    cases["train-params-yaml-a-fifo"] = Case("train", lambda t: "fifo", (  # a plain open() would wait for a writer
+        "params.yaml is not a regular file",))
+    cases["evaluate-section-twice"] = Case("evaluate", lambda t: t + b"evaluate:\n  flip_tta: true\n", (
+        "params.yaml has the key 'evaluate' twice",))   # as DVC refuses it: no results from params DVC cannot read
+    cases["train-seed-a-date"] = Case("train", lambda t: t.replace(b"  seed: 0", b"  seed: 2001-02-30"), (
+        "'2001-02-30'", "expected an integer"))        # YAML 1.2: a date is text, not a crash
     cases["fetch-source-yaml-absent"] = Case("fetch", lambda t: None, (f"cannot read {SOURCE_FILE}",), SOURCE_FILE)
     cases["train-params-yaml-absent"] = Case("train", lambda t: None,
                                              ("cannot read params.yaml", "run from the repository root"))
@@ -132,10 +138,14 @@ def run_case(repo: PipelineRepo, case: Case) -> Result:
         assert new != data, f"the edit did not change {case.file}"
         if new is None:
             path.unlink()
+        elif new == "fifo":
+            path.unlink()
+            os.mkfifo(path)
         else:
             path.write_bytes(new)
         proc = repo.stage(case.stage)
     finally:
+        path.unlink(missing_ok=True)
         path.write_bytes(data)
     return Result(proc, before, snapshot(repo.path))
 

@@ -51,6 +51,12 @@ CASES: dict[str, tuple[str, str, Callable[[Path, Path], None] | None, str]] = {
     "info-not-utf8": ("train", "dataset.json", lambda s, d: d.write_bytes(b'{"a": "\xff"}'), "is not valid JSON"),
     "info-no-normalization": ("train", "dataset.json", _without("normalization"), "no normalization mean and std"),
     "info-missing": ("train", "dataset.json", None, "dataset.json does not exist"),
+    # a FIFO would make a plain open() wait forever for a writer
+    "info-a-fifo": ("train", "dataset.json", lambda s, d: os.mkfifo(d), "is not a regular file"),
+    "info-100000-deep": ("train", "dataset.json", lambda s, d: d.write_text("[" * 100_000 + "]" * 100_000),
+                         "nests deeper than 32 levels"),
+    "info-key-twice": ("train", "dataset.json", lambda s, d: d.write_text(s.read_text()[:-2] + ', "counts": {}}'),
+                       "appears twice"),
     "label-too-large": ("train", "train_labels.npy", _array(lambda y: np.where(np.arange(len(y)) == 3, 3, y)),
                         "holds the label 3, outside 0..2"),
     "label-negative": ("train", "val_labels.npy", _array(lambda y: np.where(np.arange(len(y)) == 0, -1, y)),

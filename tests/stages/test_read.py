@@ -336,3 +336,17 @@ def test_a_model_file_whose_entry_header_python_cannot_parse_is_refused_in_one_e
     path.write_bytes(model_bytes[:128] + b"\0\0\0" + model_bytes[131:])
     with pytest.raises(StageError, match="is not a usable model file"):
         _model_file.load(path)
+
+
+def test_a_zip_directory_flood_is_refused_from_the_end_record_before_zipfile_reads_it(tmp_path, monkeypatch):
+    """A model file may be 1 GiB; its central directory could declare twenty million entries,
+    which `zipfile` would hold in memory whole. The end record's counts are checked first."""
+    import zipfile
+
+    path = tmp_path / "model.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(2000):
+            zf.writestr(f"e{i}.npy", b"")
+    monkeypatch.setattr(_model_file.zipfile, "ZipFile", lambda *a, **k: pytest.fail("zipfile read the directory"))
+    with pytest.raises(StageError, match=r"its zip directory declares 2000 entries in .* at most 1024 entries"):
+        _model_file.load(path)
