@@ -149,3 +149,14 @@ def test_the_checks_reject_the_readme_before_the_docs_split():
         pytest.skip("commit bb26c18 (the README before the docs split) is not in this clone's history")
     assert old.stdout.count("\n") > MAX_README_LINES
     assert len(dated_lines(old.stdout)) > MAX_DATED_README_LINES
+
+
+def test_the_fault_suite_count_in_docs_robustness_is_current():
+    """The page's count is what pytest collects now: add a fault case and this asks for
+    `python -m benchmarks.fault_suite` to be rerun."""
+    from benchmarks import fault_suite
+
+    page = (ROOT / "docs" / "robustness.md").read_text()
+    start, end = "<!-- generated:fault-suite -->", "<!-- /generated:fault-suite -->"
+    block = page[page.index(start):page.index(end)]
+    assert fault_suite.table(fault_suite.counts()) in block

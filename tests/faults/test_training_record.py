@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.files import assert_clean_failure, evaluate_with
+from tests.helpers.files import MAX_PEAK_RSS, assert_clean_failure, evaluate_with
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +100,8 @@ def test_the_good_record_passes_and_evaluate_reproduces_the_training_report(trai
     files come out byte-identical, and metrics.json's `model` is the summary's epoch."""
     files = ("metrics/metrics.json", "plots/loss_curve.png")
     before = {f: (trained_repo.path / f).read_bytes() for f in files}
-    trained_repo.stage("evaluate", check=True)
+    proc = trained_repo.stage("evaluate", check=True)
+    assert 20 << 20 < proc.peak_rss < MAX_PEAK_RSS, "the fault cases' memory measurement measures nothing"
     assert {f: (trained_repo.path / f).read_bytes() for f in files} == before
     model = json.loads(before["metrics/metrics.json"])["model"]
     summary = json.loads((trained_repo.path / SUMMARY).read_text())

@@ -10,7 +10,8 @@
     listing(folder)                       sorted names in a folder, [] if it does not exist
     assert_clean_failure(proc, "fetch", "fragment", ...)
                                           exit 1, no traceback, one final `fetch: error:` line
-                                          holding every fragment; returns that line
+                                          holding every fragment, peak memory (where measured)
+                                          at most MAX_PEAK_RSS; returns that line
     evaluate_with(repo, "models/model.npz", put, tmp)
                                           evaluate run (memory-capped) with that input replaced
                                           by `put`; (process, snapshot before, snapshot after)
@@ -24,6 +25,10 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+# The most resident memory a stage may use on a bad input (the issue's bar); the real data's
+# largest stage, train on ten classes, peaks at about 0.7 GiB.
+MAX_PEAK_RSS = 3 << 29   # 1.5 GiB
 
 # What a failed stage must leave as it was: every DVC output folder and dvc.lock.
 OUTPUTS = ("data", "models", "metrics", "plots", "dvc.lock")
@@ -74,11 +79,14 @@ def listing(folder: Path) -> list[str]:
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess, stage: str, *fragments: str) -> str:
-    """Exit 1, no traceback, and a last stderr line `<stage>: error: ...` holding every fragment.
+    """Exit 1, no traceback, and a last stderr line `<stage>: error: ...` holding every fragment;
+    where the run's peak memory was measured (`peak_rss`, PipelineRepo.stage), at most MAX_PEAK_RSS.
 
     Earlier stderr lines are allowed only as notices (e.g. fetch's retry lines). Returns the line.
     """
     out = f"\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    peak = getattr(proc, "peak_rss", None)
+    assert peak is None or peak <= MAX_PEAK_RSS, f"peak resident memory {peak / 2**20:.0f} MiB{out}"
     assert proc.returncode == 1, f"exit {proc.returncode}{out}"
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, out
     lines = proc.stderr.strip().splitlines()
@@ -101,8 +109,10 @@ def evaluate_with(repo, rel: str, put: Callable[[Path, Path], None],
     try:
         before = snapshot(repo.path, kept)
         put(target, saved)
-        proc = repo.run("bash", "-c", f"ulimit -v {3 << 20}; exec {sys.executable} -m stages.evaluate",
-                        check=False, timeout=60)
+        peak_file = tmp / "peak-rss"
+        proc = repo.run("bash", "-c", f"ulimit -v {3 << 20}; PEAK_RSS_FILE={peak_file} exec {sys.executable} "
+                        f"{Path(__file__).with_name('peak_rss.py')} -m stages.evaluate", check=False, timeout=60)
+        proc.peak_rss = int(peak_file.read_text()) if peak_file.exists() and peak_file.read_text() else None
         after = snapshot(repo.path, kept)
     finally:
         if target.is_dir():

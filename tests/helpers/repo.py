@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,8 +104,18 @@ class PipelineRepo:
         return self.run("git", *args, check=check)
 
     def stage(self, name: str, check: bool = False) -> subprocess.CompletedProcess:
-        """Run a stage directly, as dvc would: `python -m stages.<name>`."""
-        return self.run(sys.executable, "-m", f"stages.{name}", check=check)
+        """Run a stage directly, as dvc would: `python -m stages.<name>`, its peak resident memory
+        measured (tests/helpers/peak_rss.py) into the result's `peak_rss` (bytes)."""
+        fd, peak_file = tempfile.mkstemp(prefix="peak-rss-")
+        os.close(fd)
+        try:
+            proc = PipelineRepo(self.path, {**self.env, "PEAK_RSS_FILE": peak_file}).run(
+                sys.executable, str(Path(__file__).with_name("peak_rss.py")), "-m", f"stages.{name}", check=check)
+            text = Path(peak_file).read_text()
+            proc.peak_rss = int(text) if text else None
+        finally:
+            os.unlink(peak_file)
+        return proc
 
     def fork(self, dest: Path) -> PipelineRepo:
         """A full copy of this repo at `dest` (git history, DVC cache, outputs, uncommitted changes),
