@@ -42,10 +42,10 @@ fuzz: $(VENV)/.test-installed
 	HYPOTHESIS_PROFILE=long python -m pytest tests/stages/test_read.py
 
 # experiments side by side on one screen: the params and metrics that differ between them, without
-# DVC's bookkeeping columns and the DVCLive summary (once a run is done, the same numbers as model.*)
+# DVC's bookkeeping columns, the dependencies' hashes and the DVCLive summary (once a run is done,
+# the same numbers as model.*)
 compare: $(VENV)/.runtime-installed
-	dvc exp show --only-changed --no-pager \
-	  --drop 'Created|parent|State|Executor|test\.(precision|recall)$$|(train|val)\.loss$$|val\.accuracy$$|step$$|models$$'
+	dvc exp show --only-changed --no-pager --drop 'Created|parent|State|Executor|test\.(precision|recall)$$|(train|val)\.loss$$|val\.accuracy$$|step$$|(cifar10|stages|numpynet|models|data/.*)$$'
 
 
 rerun-check: $(VENV)/.runtime-installed

@@ -141,3 +141,18 @@ def test_real_mirror(tmp_path):
     }
     for key, digest in readme.items():
         assert hashlib.sha256(out[key].astype(np.uint8).tobytes()).hexdigest() == digest, key
+
+
+def test_real_data_tests_look_where_cifar10_archive_points(tmp_path, monkeypatch):
+    """They use CIFAR10_ARCHIVE when set (and say so when it is not a file), else the ../shared mirror."""
+    from tests.helpers import realdata
+
+    archive = tmp_path / "my-cifar.tar.gz"
+    archive.write_bytes(b"x")
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(archive))
+    assert realdata.real_archive() == archive.resolve()
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(tmp_path / "elsewhere.tar.gz"))
+    with pytest.raises(pytest.skip.Exception, match=r"CIFAR10_ARCHIVE=.*elsewhere\.tar\.gz is not a file"):
+        realdata.real_archive()
+    monkeypatch.delenv("CIFAR10_ARCHIVE")
+    assert realdata.real_archive_path() == realdata.MIRROR
