@@ -312,7 +312,10 @@ def atomic_dir(path: Path) -> Iterator[Path]:
                 if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not path.exists():
                     raise
             finally:
-                shutil.rmtree(old, ignore_errors=True)
+                if old.is_symlink():   # `path` was a link to a folder elsewhere: the link goes, not its target
+                    old.unlink()
+                else:
+                    shutil.rmtree(old, ignore_errors=True)
         else:
             raise OSError(errno.EBUSY, "other processes keep replacing it", str(path))
     finally:

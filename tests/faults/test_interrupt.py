@@ -289,3 +289,27 @@ run_stage("filter_normalize", main)
     assert done.returncode == 143 and "Traceback" not in done.stderr, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]          # no temporary folder beside it
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.npy"]  # the earlier output as it was
+
+
+def test_sigterm_while_filter_normalize_writes_leaves_data_as_it_was(repo):
+    """The probe's case, through the stage's own code and without timing: the signal arrives
+    while the first split is being written (the stage signals itself from inside its writer)."""
+    code = """
+import os, signal, sys
+import stages.filter_normalize as stage
+write = stage.save_npy_chunks
+def write_then_terminated(path, *args):
+    os.kill(os.getpid(), signal.SIGTERM)   # handled at the next bytecode: inside this write
+    return write(path, *args)
+stage.save_npy_chunks = write_then_terminated
+stage.run_stage("filter_normalize", stage.main)
+"""
+    repo.set_param("filter_normalize", "val_fraction", 0.2)   # so that a finished run would change data/prepared
+    try:
+        before = snapshot(repo.path)
+        done = repo.run(sys.executable, "-c", code, check=False, timeout=300)
+    finally:
+        repo.set_param("filter_normalize", "val_fraction", 0.1)
+    assert done.returncode == 143 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("filter_normalize: interrupted"), done.stderr
+    assert snapshot(repo.path) == before, "data/ changed, or a temporary folder was left in it"

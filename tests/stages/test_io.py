@@ -90,3 +90,18 @@ def test_npy_written_in_chunks_has_the_bytes_of_np_save(tmp_path):
     with pytest.raises(ValueError, match="chunks hold 999 rows"):
         _io.save_npy_chunks(tmp_path / "c.npy", a.shape, a.dtype, iter([a[:999]]))
     assert not (tmp_path / "c.npy").exists()
+
+
+def test_an_output_folder_that_is_a_symlink_is_replaced_without_a_leftover(tmp_path):
+    """Found by the second probe: a symlinked output folder left `.<name>.<pid>.*.old` behind."""
+    from stages._io import atomic_dir
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "kept.txt").write_text("theirs")
+    (tmp_path / "out").symlink_to(elsewhere)
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "new.txt").write_text("ours")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "out"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["new.txt"]
+    assert (elsewhere / "kept.txt").read_text() == "theirs"   # the link's target is not deleted

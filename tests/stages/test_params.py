@@ -159,3 +159,11 @@ def test_a_broken_params_file_is_refused_as_a_whole(tmp_path, content, fragment)
     with pytest.raises(StageError) as err:
         params.load(SECTIONS["train"], path)
     assert fragment in str(err.value) and len(str(err.value)) < 300
+
+
+def test_a_hand_written_5e_4_is_the_number_dvc_reads(tmp_path):
+    """YAML 1.2, as DVC reads params.yaml: PyYAML's 1.1 would give the string '5e-4', refused."""
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("weight_decay: 0.0005", "weight_decay: 5e-4"))
+    assert "5e-4" in path.read_text()
+    assert params.load(SECTIONS["train"], path)["weight_decay"] == 0.0005

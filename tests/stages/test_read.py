@@ -350,3 +350,29 @@ def test_a_zip_directory_flood_is_refused_from_the_end_record_before_zipfile_rea
     monkeypatch.setattr(_model_file.zipfile, "ZipFile", lambda *a, **k: pytest.fail("zipfile read the directory"))
     with pytest.raises(StageError, match=r"its zip directory declares 2000 entries in .* at most 1024 entries"):
         _model_file.load(path)
+
+
+# ---------------------------------------------------------------- the archive
+
+
+@pytest.fixture(scope="module")
+def archive_bytes(tmp_path_factory) -> bytes:
+    from tests.helpers.archives import make_archive
+
+    path = tmp_path_factory.mktemp("archive") / "cifar-10-python.tar.gz"
+    make_archive(path, train_per_class=1, test_per_class=1, compresslevel=0)   # stored, so mutations hit the tar
+    return path.read_bytes()
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_mutated_archive_is_decoded_or_refused_as_a_format_error(archive_bytes, data):
+    """The archive's reader (cifar10.archive): a mutated gzip / tar / pickle decodes to arrays of
+    the right shapes or raises CifarFormatError, which fetch turns into its one line."""
+    from cifar10.archive import CifarFormatError, read_archive
+
+    try:
+        arrays = read_archive(io.BytesIO(data.draw(mutated(archive_bytes))))
+        assert arrays.train_images.shape[1] == arrays.test_images.shape[1] == 3072
+    except CifarFormatError:
+        pass
