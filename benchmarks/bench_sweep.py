@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.results import test_accuracy
+from benchmarks.results import queue_status, test_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = "bench-sweep"
@@ -69,7 +69,7 @@ def sweep_round(repo: Path, jobs: int, threads: str | None, seeds: int, prefix: 
         subprocess.run([DVC, "queue", "start", "-j", str(jobs)], cwd=repo, env=env, stdout=log, stderr=log, check=True)
     while True:
         time.sleep(2)
-        out = dvc(repo, "queue", "status", env=env)
+        out = queue_status(repo, env)
         if "Queued" not in out and "Running" not in out:
             break
     seconds = time.perf_counter() - start

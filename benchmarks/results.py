@@ -126,6 +126,18 @@ def accuracies(shown: list) -> dict[str, float]:
     return found
 
 
+def queue_status(repo: Path, env: dict, tries: int = 10) -> str:
+    """`dvc queue status`, asked again when it fails: DVC sometimes reads a task's info file while
+    a worker writes it ("Expecting value: line 1 column 1")."""
+    for _ in range(tries - 1):
+        done = subprocess.run([DVC, "queue", "status"], cwd=repo, env=env, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        if done.returncode == 0:
+            return done.stdout
+        time.sleep(1)
+    return dvc(repo, "queue", "status", env=env)
+
+
 def run_queue(repo: Path, env: dict, jobs: int, timeout: float) -> None:
     """`dvc queue start -j jobs` and wait until nothing is queued or running; fail naming the failed."""
     with open(repo.parent / "queue.log", "w") as log:   # the workers keep a pipe open: a file, not a pipe
@@ -134,7 +146,7 @@ def run_queue(repo: Path, env: dict, jobs: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         time.sleep(2)
-        status = dvc(repo, "queue", "status", env=env)
+        status = queue_status(repo, env)
         rows = [line.split() for line in status.splitlines()[1:] if line.strip()]
         if not any(w in ("Queued", "Running") for row in rows for w in row):
             break
@@ -152,7 +164,7 @@ def stop_workers(repo: Path, env: dict, wait: float = 60) -> None:
     """`dvc queue stop`, then wait until no worker is left (before the clone is deleted)."""
     dvc(repo, "queue", "stop", env=env)
     deadline = time.monotonic() + wait
-    while "Worker status: 0 active, 0 idle" not in dvc(repo, "queue", "status", env=env):
+    while "Worker status: 0 active, 0 idle" not in queue_status(repo, env):
         if time.monotonic() > deadline:
             break
         time.sleep(1)

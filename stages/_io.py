@@ -322,27 +322,32 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def map_npy(path: Path) -> np.ndarray:
-    """An .npy file memory-mapped read-only, checked: a regular file, no pickles, a header NumPy
-    can parse and a size that covers what the header declares. Anything else is a ValueError
-    (FileNotFoundError and other OSErrors propagate): NumPy's header parser raises SyntaxError,
-    TypeError and more on crafted headers."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise ValueError(f"{path} is not a regular file (a folder, device or pipe?)")
+def _npy_call(path: Path, load):
+    """`load()` with every error NumPy's .npy parser raises as a ValueError naming `path`
+    (FileNotFoundError, other OSErrors and MemoryError propagate; a NumPy warning, such as a
+    header "created on Python 2", which nothing here writes, is an error too)."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error")   # e.g. "created on Python 2": nothing this pipeline writes
-            return np.load(path, mmap_mode="r", allow_pickle=False)
+            warnings.simplefilter("error")
+            return load()
     except (OSError, MemoryError):
         raise
     except Exception as err:   # SyntaxError, TypeError, ... from the header; EOFError, ValueError from the size
         raise ValueError(f"{path} is not a valid .npy file ({type(err).__name__}: {str(err)[:100]})") from None
 
 
+def map_npy(path: Path) -> np.ndarray:
+    """An .npy file memory-mapped read-only, checked: a regular file, no pickles, a header NumPy
+    can parse and a size that covers what the header declares. Anything else is a ValueError."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError(f"{path} is not a regular file (a folder, device or pipe?)")
+    return _npy_call(path, lambda: np.load(path, mmap_mode="r", allow_pickle=False))
+
+
 def load_npy(path: Path) -> np.ndarray:
     """An .npy file as an in-memory array, checked as `map_npy` checks it before any data is read,
-    so a crafted header cannot make it allocate more than the file holds."""
-    mapped = map_npy(path)
-    array = np.array(mapped)                                    # one allocation of the checked size
-    del mapped
-    return array
+    so a crafted header cannot make it allocate more than the file holds. The data are then read
+    into one allocation (a copy of the map would hold the file's pages and the copy at once)."""
+    map_npy(path)   # the check; the map is dropped at once
+    return _npy_call(path, lambda: np.load(path, allow_pickle=False))
+
