@@ -167,3 +167,23 @@ def test_a_hand_written_5e_4_is_the_number_dvc_reads(tmp_path):
     path.write_text((ROOT / "params.yaml").read_text().replace("weight_decay: 0.0005", "weight_decay: 5e-4"))
     assert "5e-4" in path.read_text()
     assert params.load(SECTIONS["train"], path)["weight_decay"] == 0.0005
+
+
+def key_cases():
+    for name, section in SECTIONS.items():
+        for p in section.params:
+            yield pytest.param(name, p.key, id=f"{name}.{p.key}")
+
+
+@pytest.mark.parametrize("name, key", list(key_cases()))
+def test_every_key_missing_from_the_file_is_named_with_what_it_should_hold(tmp_path, name, key):
+    """Through `load`, as the stages read params.yaml (tests/faults/test_params.py runs one such
+    case per stage as a real process)."""
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del data[name][key]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    rule = next(p for p in SECTIONS[name].params if p.key == key)
+    with pytest.raises(StageError) as err:
+        params.load(SECTIONS[name], path)
+    assert str(err.value) == f"{path}: {name}.{key} is missing; expected {rule.rule.describe()} ({rule.help})"
