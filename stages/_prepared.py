@@ -24,10 +24,7 @@ MAX_INFO_BYTES = 1 << 20   # dataset.json: about 1 KB
 
 def read_info() -> dict[str, Any]:
     """dataset.json, with its class names checked."""
-    try:
-        info = read_json(DATA / "dataset.json", MAX_INFO_BYTES, REBUILD)
-    except FileNotFoundError:
-        raise StageError(f"{DATA}/dataset.json does not exist; run `dvc repro filter_normalize` first") from None
+    info = read_json(DATA / "dataset.json", MAX_INFO_BYTES, REBUILD, "run `dvc repro filter_normalize` first")
     names = info.get("class_names") if isinstance(info, dict) else None
     if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)
             and len(set(names)) == len(names)):

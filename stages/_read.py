@@ -33,15 +33,18 @@ from stages._io import StageError, quote
 MAX_DEPTH = 32   # nesting of lists and mappings; the deepest real input (params.yaml) has 3
 
 
-def read_bytes(path: Path, max_bytes: int, rebuild: str) -> bytes:
-    """The bytes of the regular file `path` (FileNotFoundError propagates, for the caller's own
-    "run X first" message); StageError if it is not a regular file or larger than `max_bytes`."""
+def read_bytes(path: Path, max_bytes: int, rebuild: str, missing: str | None = None) -> bytes:
+    """The bytes of the regular file `path`; StageError if it is not a regular file or larger than
+    `max_bytes`. A missing file is the StageError "<path> does not exist; <missing>" when `missing`
+    says what to do, else FileNotFoundError, for a caller that handles absence itself."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once, and is refused below
     except PermissionError as err:
         raise StageError(f"cannot read {path} ({err.strerror}); fix its permissions") from None
     except FileNotFoundError:
-        raise
+        if missing is None:
+            raise
+        raise StageError(f"{path} does not exist; {missing}") from None
     except OSError as err:
         raise StageError(f"cannot read {path} ({err.strerror or err}); {rebuild}") from None
     info = os.fstat(fd)
@@ -73,8 +76,35 @@ def _text(path: Path, data: bytes, rebuild: str) -> str:
 # ---------------------------------------------------------------- YAML
 
 
+class _Refused(ValueError):
+    """Something a params file never needs: said in `message`, at `line`."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
 class _Yaml12Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's core-schema scalars, and no duplicate keys."""
+    """PyYAML's safe loader with YAML 1.2's core-schema scalars, composing nodes without anchors
+    or aliases, at most MAX_DEPTH deep (PyYAML's own limit is Python's recursion limit, which a
+    crafted file reaches)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):   # PyYAML's signature
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused("uses an alias (*name); write the value out", event.start_mark.line + 1)
+        if getattr(event, "anchor", None) is not None:
+            raise _Refused(f"defines an anchor (&{quote(event.anchor, 20, bare=True)}); write the values out",
+                           event.start_mark.line + 1)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _Refused(f"nests deeper than {MAX_DEPTH} levels", event.start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {}
@@ -112,21 +142,12 @@ _Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _yaml12_float)
 _ALLOWED_TAGS = {"tag:yaml.org,2002:" + t for t in ("null", "bool", "int", "float", "str", "seq", "map")}
 
 
-class _Refused(ValueError):
-    """Something a params file never needs: said in `message`, at `line`."""
-
-    def __init__(self, message: str, line: int) -> None:
-        super().__init__(message)
-        self.line = line
-
-
-def _check_node(node: yaml.Node, depth: int = 0) -> None:
-    """Refuse what the composed document holds that a plain data file has no use for."""
-    line = node.start_mark.line + 1
-    if depth > MAX_DEPTH:
-        raise _Refused(f"nests deeper than {MAX_DEPTH} levels", line)
+def _check_node(node: yaml.Node) -> None:
+    """Refuse what the composed document holds that a plain data file has no use for: tags and
+    duplicate keys (its depth is bounded while composing)."""
     if node.tag not in _ALLOWED_TAGS:
-        raise _Refused(f"holds the tag {quote(node.tag, 40, bare=True)}; only plain values, lists and mappings", line)
+        raise _Refused(f"holds the tag {quote(node.tag, 40, bare=True)}; only plain values, lists and mappings",
+                       node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for key, value in node.value:
@@ -134,39 +155,17 @@ def _check_node(node: yaml.Node, depth: int = 0) -> None:
                 if key.value in seen:
                     raise _Refused(f"has the key {quote(key.value, 40)} twice", key.start_mark.line + 1)
                 seen.add(key.value)
-            _check_node(key, depth + 1)
-            _check_node(value, depth + 1)
+            _check_node(key)
+            _check_node(value)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _check_node(item, depth + 1)
-
-
-class _NoAliasComposer(_Yaml12Loader):
-    """Composes nodes without anchors or aliases, at most MAX_DEPTH deep (PyYAML's own limit is
-    Python's recursion limit, which a crafted file reaches)."""
-
-    depth = 0
-
-    def compose_node(self, parent, index):   # PyYAML's signature
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            raise _Refused("uses an alias (*name); write the value out", event.start_mark.line + 1)
-        if getattr(event, "anchor", None) is not None:
-            raise _Refused(f"defines an anchor (&{quote(event.anchor, 20, bare=True)}); write the values out",
-                           event.start_mark.line + 1)
-        self.depth += 1
-        try:
-            if self.depth > MAX_DEPTH:
-                raise _Refused(f"nests deeper than {MAX_DEPTH} levels", event.start_mark.line + 1)
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
+            _check_node(item)
 
 
 def parse_yaml(text: str) -> Any:
     """YAML 1.2 (core schema) as plain Python values; ValueError (with `.line` where known) or
     yaml.YAMLError for what it refuses."""
-    loader = _NoAliasComposer(text)
+    loader = _Yaml12Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -177,9 +176,10 @@ def parse_yaml(text: str) -> Any:
         loader.dispose()
 
 
-def read_yaml(path: Path, max_bytes: int, rebuild: str) -> Any:
-    """The YAML file `path` as plain values (see the module's docstring); StageError otherwise."""
-    text = _text(path, read_bytes(path, max_bytes, rebuild), rebuild)
+def read_yaml(path: Path, max_bytes: int, rebuild: str, missing: str | None = None) -> Any:
+    """The YAML file `path` as plain values (see the module's docstring); StageError otherwise
+    (`missing` as for read_bytes)."""
+    text = _text(path, read_bytes(path, max_bytes, rebuild, missing), rebuild)
     try:
         return parse_yaml(text)
     except _Refused as err:
@@ -239,9 +239,10 @@ def parse_json(text: str) -> Any:
     return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
 
 
-def read_json(path: Path, max_bytes: int, rebuild: str) -> Any:
-    """The JSON file `path` as plain values, strictly parsed; StageError otherwise."""
-    data = read_bytes(path, max_bytes, rebuild)
+def read_json(path: Path, max_bytes: int, rebuild: str, missing: str | None = None) -> Any:
+    """The JSON file `path` as plain values, strictly parsed; StageError otherwise (`missing` as for
+    read_bytes)."""
+    data = read_bytes(path, max_bytes, rebuild, missing)
     try:
         return parse_json(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:

@@ -39,6 +39,7 @@ SERIES = {"train_loss": "train/loss", "val_loss": "val/loss", "val_accuracy": "v
 MAX_BYTES = 64 << 20        # 100,000 epochs (the params' limit) take about 3 MB a series
 MAX_EPOCHS = 100_000
 REBUILD = "run `dvc repro -f train` to rebuild it"
+MISSING = "run `dvc repro train` first"
 
 
 def series_path(name: str, directory: Path = DIR) -> Path:
@@ -135,13 +136,6 @@ class TrainingRecord:
         return out
 
 
-def _open_checked(path: Path) -> bytes:
-    try:
-        return read_bytes(path, MAX_BYTES, REBUILD)
-    except FileNotFoundError:
-        raise StageError(f"{path} does not exist; run `dvc repro train` first") from None
-
-
 def _value(path: Path, text: str, where: str, high: float = math.inf) -> float:
     try:
         value = float(text)
@@ -156,7 +150,7 @@ def _value(path: Path, text: str, where: str, high: float = math.inf) -> float:
 def _read_series(path: Path, column: str, high: float = math.inf) -> list[float]:
     """The values of a DVCLive TSV (header `step<TAB>column`, steps 1, 2, ... in order)."""
     try:
-        lines = _open_checked(path).decode("utf-8").splitlines()
+        lines = read_bytes(path, MAX_BYTES, REBUILD, MISSING).decode("utf-8").splitlines()
     except UnicodeDecodeError:
         raise StageError(f"{path} is not UTF-8 text; {REBUILD}") from None
     if not lines or lines[0].split("\t") != ["step", column]:
@@ -174,13 +168,6 @@ def _read_series(path: Path, column: str, high: float = math.inf) -> list[float]
     return values
 
 
-def _read_summary(path: Path) -> Any:
-    try:
-        return read_json(path, MAX_BYTES, REBUILD)
-    except FileNotFoundError:
-        raise StageError(f"{path} does not exist; run `dvc repro train` first") from None
-
-
 def read(directory: Path = DIR) -> TrainingRecord:
     """The record in `directory`, checked: every series numbered 1..N, the same N for all of
     them, and a summary that is one of its epochs. StageError (one line) otherwise."""
@@ -193,7 +180,7 @@ def read(directory: Path = DIR) -> TrainingRecord:
             raise StageError(f"{series_path(name, directory)} holds {len(series)} epochs, "
                              f"{series_path('train/loss', directory)} {len(train_loss)}; {REBUILD}")
     path = directory / "metrics.json"
-    summary = _read_summary(path)
+    summary = read_json(path, MAX_BYTES, REBUILD, MISSING)
     step = summary.get("step") if isinstance(summary, dict) else None
     if type(step) is not int or not 1 <= step <= len(train_loss):
         raise StageError(f"{path} has step {quote(step)}; expected the saved epoch, 1..{len(train_loss)}; {REBUILD}")
