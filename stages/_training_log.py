@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from numpynet.training import EpochRecord
-from stages._io import StageError, put_back, quote, set_aside
+from stages._io import StageError, put_back, quote, set_aside, write_json
 from stages._read import read_bytes, read_json
 
 DIR = Path("models/training")
@@ -53,7 +53,7 @@ def _live(directory: Path):
     repository again as DVCLive otherwise does: that costs about a second, and writes DVC's state
     database, which must not decide whether training can run. What DVCLive takes from the
     repository besides (a Studio token in its config) comes from DVC_STUDIO_TOKEN and the global
-    DVC config instead."""
+    DVC config instead. The summary is replaced whole each epoch, never rewritten in place."""
     from dvclive import Live, env
 
     class PipelineLive(Live):
@@ -61,6 +61,13 @@ def _live(directory: Path):
             self._inside_dvc_pipeline = bool(os.getenv(env.DVC_ROOT))
             self._inside_dvc_exp = bool(os.getenv(env.DVC_EXP_BASELINE_REV))
             self._dvc_file = "dvc.yaml"
+
+        def make_summary(self) -> None:
+            """DVCLive's summary, written whole (a temporary file renamed onto it), so whoever
+            reads it while training runs (`dvc exp show`) never finds it half-written."""
+            if self._step is not None:
+                self.summary["step"] = self.step
+            write_json(Path(self.metrics_file), self.summary)
 
     # no dvc.yaml of its own (ours declares the record), no report, no experiment of its own
     # (`dvc exp run` makes that)

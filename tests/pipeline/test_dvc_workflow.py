@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from tests.helpers.archives import fixture_fingerprints, make_archive
+from tests.helpers import pipes
 from tests.helpers.files import glob_digests
 from tests.helpers.repo import BIN, FIXTURE_TRAIN_PARAMS, PINNED, PipelineRepo
 
@@ -565,33 +566,49 @@ def test_a_failing_stage_exits_non_zero_with_its_message_and_leaves_dvc_lock_unc
 # ---------------------------------------------------------------- live training record
 
 
+def _train_process(path: Path) -> int | None:
+    """The pid of `python -m stages.train` running in `path` (not a shell DVC may start it from)."""
+    return next((pid for pid, cmd in processes_in(path) if cmd.split()[1:3] == ["-m", "stages.train"]), None)
+
+
 def test_a_running_exp_run_shows_its_latest_epoch_in_exp_show(fork):
-    """DVCLive's summary is live: stop `train` (SIGSTOP) right after it reports epoch 1 and
-    `dvc exp show` run beside it shows epoch 1 in the workspace row; let it go on, and the finished
-    experiment shows the saved epoch. No timing is involved: the run waits while it is looked at."""
-    fork.set_param("train", "epochs", 4)
-    proc = subprocess.Popen([str(BIN / "dvc"), "exp", "run", "-n", "live"], cwd=fork.path, env=fork.env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    seen = []
+    """DVCLive's summary is live: `dvc exp run` writes into a pipe the test fills up as soon as DVC
+    starts `train`, so `train` blocks at its first log line after an epoch (epoch 1, 10 or 12), and
+    `dvc exp show` run beside it shows that epoch in the workspace row; let it go on, and the
+    finished experiment shows the saved epoch. Nothing depends on timing: `train` cannot go on until
+    the test reads the pipe, and it is slow enough to start that the pipe is always full by then."""
+    epochs = 12
+    fork.set_param("train", "epochs", epochs)
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([str(BIN / "dvc"), "exp", "run", "-n", "live"], cwd=fork.path, env=fork.env,
+                            stdout=write_end, stderr=write_end, stdin=subprocess.DEVNULL)
+    os.close(write_end)
+    out = b""
     try:
-        for line in proc.stdout:
-            seen.append(line)
-            if line.startswith("epoch   1/"):
-                break
-        train = [pid for pid, cmd in processes_in(fork.path) if "stages.train" in cmd]
-        assert len(train) == 1, (train, "".join(seen))
-        os.kill(train[0], signal.SIGSTOP)
-        try:
-            rows = json.loads(fork.dvc("exp", "show", "--json", timeout=120).stdout)
-        finally:
-            os.kill(train[0], signal.SIGCONT)
+        while b"> python -m stages.train\n" not in out:
+            chunk = os.read(read_end, 4096)
+            assert chunk, out.decode()
+            out += chunk
+        pipes.fill(read_end)
+        deadline = time.monotonic() + 300
+        while (train := _train_process(fork.path)) is None or not pipes.blocked_writing(train):
+            assert proc.poll() is None and time.monotonic() < deadline, ("train never blocked on its log", out)
+            time.sleep(0.05)
+        step = json.loads((fork.path / "models/training/metrics.json").read_text())["step"]
+        assert step in (1, 10, epochs), step         # the epochs it logs a line after
+        rows = json.loads(fork.dvc("exp", "show", "--json", timeout=120).stdout)
         workspace = next(r for r in rows if r["rev"] == "workspace")["data"]["metrics"]
-        assert workspace["models/training/metrics.json"]["data"]["step"] == 1, workspace
-        rest, _ = proc.communicate(timeout=600)
+        assert workspace["models/training/metrics.json"]["data"]["step"] == step, workspace
+        assert pipes.blocked_writing(train)   # still where it was
+        while chunk := os.read(read_end, 65536):
+            out += chunk
+        proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, "".join(seen) + rest
+            proc.wait()
+        os.close(read_end)
+    assert proc.returncode == 0, out.replace(b"\0", b"").decode()
     live = experiments(fork)["live"]["metrics"]
     assert live["models/training/metrics.json"]["data"]["step"] == live["metrics/metrics.json"]["data"]["model"]["epoch"]
 
