@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers.archives import fixture_fingerprints, make_archive
 from tests.helpers import pipes
+from tests.helpers.archives import fixture_fingerprints, make_archive
 from tests.helpers.files import glob_digests
 from tests.helpers.repo import BIN, FIXTURE_TRAIN_PARAMS, PINNED, PipelineRepo
 
