@@ -48,7 +48,7 @@ class Layer:
         raise NotImplementedError
 
     def spec(self) -> dict[str, Any]:
-        """JSON-able description from which `numpynet.model.from_arrays` rebuilds the layer."""
+        """JSON-able description from which `numpynet.model_file.from_arrays` rebuilds the layer."""
         return {"kind": self.kind}
 
 

@@ -1,6 +1,6 @@
 """models/model.npz as the stages use it: `save` after training, `load` for evaluate and predict.
 
-The file is `numpynet.model.to_arrays` written with `_io.save_npz`; its meta holds what a user of
+The file is `numpynet.model_file.to_arrays` written with `_io.save_npz`; its meta holds what a user of
 the model needs besides the weights: the class names (in output order), the input normalization
 and the image shape. `load` is the one loader of the project: whatever is wrong with the file
 (missing, truncated, foreign, crafted), it ends in one StageError naming the file and the
@@ -21,7 +21,8 @@ import numpy as np
 
 from cifar10.layout import LAYOUT
 from numpynet.inference import class_probabilities
-from numpynet.model import MODEL_KINDS, ModelFormatError, Network, from_arrays, to_arrays
+from numpynet.model import MODEL_KINDS, Network
+from numpynet.model_file import ModelFormatError, from_arrays, to_arrays
 from stages._io import StageError, load_npz, quote, save_npz
 
 MAX_MODEL_BYTES = 1 << 30   # decompressed; the README's largest model is ~15 MB

@@ -367,33 +367,3 @@ def test_conv_jobs_give_the_same_bytes_on_any_worker_count(monkeypatch):
     finally:
         parallel.set_workers(1)
     assert results[0] == results[1] == results[2]
-
-
-def test_model_files_with_separate_pooling_layers_still_load_and_agree():
-    """Model files from before pooling moved into Conv2D list conv2d (no 'pool') then maxpool2d;
-    they load, and compute what the pooled layers compute. A 'pool' that is not a bool is refused."""
-    import json
-
-    from numpynet.model import ModelFormatError, build_cnn, from_arrays, to_arrays
-
-    net = build_cnn((3, 8, 8), [4, 6], [5], 3, np.random.default_rng(24))
-    arrays = to_arrays(net, {"input_shape": [3, 8, 8]})
-    specs = json.loads(str(arrays["architecture"]))
-    old, renamed = [], {}
-    for i, spec in enumerate(specs):
-        for key in ("W", "b"):
-            if f"layer{i}.{key}" in arrays:
-                renamed[f"layer{len(old)}.{key}"] = arrays[f"layer{i}.{key}"]
-        if spec["kind"] == "conv2d":
-            old += [{k: v for k, v in spec.items() if k != "pool"}, {"kind": "maxpool2d"}]
-        else:
-            old.append(spec)
-    old_arrays = {**renamed, "architecture": np.array(json.dumps(old)), "meta": arrays["meta"]}
-    old_net, _ = from_arrays(old_arrays)
-    assert [s["kind"] for s in old_net.architecture()].count("maxpool2d") == 2
-    x = np.random.default_rng(25).standard_normal((7, 3 * 8 * 8), dtype=np.float32)
-    assert old_net.forward(x).tobytes() == net.forward(x).tobytes()
-
-    specs[1]["pool"] = "yes"
-    with pytest.raises(ModelFormatError, match="conv2d pool is 'yes'; expected true or false"):
-        from_arrays({**arrays, "architecture": np.array(json.dumps(specs))})

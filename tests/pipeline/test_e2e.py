@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cifar10.layout import CLASS_NAMES
-from numpynet.model import from_arrays
+from numpynet.model_file import from_arrays
 from stages._io import load_npz
 from tests.helpers.archives import fixture_fingerprints, make_archive
 from tests.helpers.files import digests

@@ -54,7 +54,7 @@ def save_pngs(workdir: Path, indices: list[int]) -> list[Path]:
 
     from cifar10.layout import rows_to_pixels
     from numpynet.data import denormalize
-    from numpynet.model import from_arrays
+    from numpynet.model_file import from_arrays
     from stages._io import load_npz
 
     _, meta = from_arrays(load_npz(workdir / "models/model.npz"))
