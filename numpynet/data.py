@@ -23,15 +23,6 @@ def class_rows(labels: np.ndarray, class_ids: list[int]) -> tuple[np.ndarray, np
     return rows, new[rows]
 
 
-def select_classes(images: np.ndarray, labels: np.ndarray, class_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the images of the given original class ids, relabelled 0..k-1 in the given order.
-
-    images (N, D), labels (N,) -> (M, D), (M,) int64, original order of the rows kept.
-    """
-    rows, new = class_rows(labels, class_ids)
-    return images[rows], new
-
-
 def stratified_split(labels: np.ndarray, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, val) with round(val_fraction * count) of every class in val.
 

@@ -106,8 +106,6 @@ class ReLU(Layer):
 class Dropout(Layer):
     """Inverted dropout: at training, zero each unit with probability `rate` and scale the
     survivors by 1 / (1 - rate), so evaluation is the identity. Any shape.
-
-    `fixed_mask` (tests only) replaces the random draw with a given keep-mask.
     """
 
     kind = "dropout"
@@ -118,14 +116,13 @@ class Dropout(Layer):
             raise ValueError(f"dropout rate must be in [0, 1), got {rate!r}")
         self.rate = rate
         self.rng = rng if rng is not None else np.random.default_rng(0)
-        self.fixed_mask: np.ndarray | None = None
         self._scale_mask: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if not training or self.rate == 0.0:
             self._scale_mask = None
             return x
-        keep = self.fixed_mask if self.fixed_mask is not None else self.rng.random(x.shape, dtype=np.float32) >= self.rate
+        keep = self.rng.random(x.shape, dtype=np.float32) >= self.rate
         self._scale_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
         return x * self._scale_mask
 

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from numpynet.data import channel_stats, normalization_stats, normalize, select_classes, stratified_split
+from numpynet.data import channel_stats, class_rows, normalization_stats, normalize, stratified_split
 
 
-def test_select_classes_relabels_in_the_given_order():
+def test_class_rows_relabels_in_the_given_order():
     labels = np.array([0, 5, 2, 5, 9, 2])
-    images = np.arange(6)[:, None] * np.ones((1, 4), np.uint8)
-    x, y = select_classes(images, labels, [5, 2])
-    assert y.tolist() == [0, 1, 0, 1]
-    assert x[:, 0].tolist() == [1, 2, 3, 5]
+    rows, new = class_rows(labels, [5, 2])
+    assert rows.tolist() == [1, 2, 3, 5]
+    assert new.tolist() == [0, 1, 0, 1]
+    assert rows.dtype == new.dtype == np.int64
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5])

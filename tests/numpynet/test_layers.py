@@ -58,15 +58,27 @@ def test_input_gradient_of_dense_relu_stack():
     assert relative_error(g, numerical_gradient(loss, x)) < TOL
 
 
-def test_dropout_with_a_fixed_mask():
+class SameDraws:
+    """Stands in for a Dropout layer's generator: every call draws what a fresh generator of
+    `seed` draws, so every forward pass of the gradient check drops the same units."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def random(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        return np.random.default_rng(self.seed).random(shape, dtype=dtype)
+
+
+def test_dropout_with_the_same_mask_on_every_pass():
     x, y = make_batch(n=6)
     net = build_mlp(7, [8, 6], 3, np.random.default_rng(5), dropout=0.5, dtype=np.float64)
-    rng = np.random.default_rng(6)
     drops = [layer for layer in net.layers if isinstance(layer, Dropout)]
     assert len(drops) == 2
-    for layer, width in zip(drops, (8, 6)):
-        layer.fixed_mask = rng.random((6, width)) >= 0.5
+    for seed, layer in enumerate(drops, start=6):
+        layer.rng = SameDraws(seed)
     jitter(net)
+    dropped = [(layer.forward(np.ones((6, n)), training=True) == 0).mean() for layer, n in zip(drops, (8, 6))]
+    assert all(0 < share < 1 for share in dropped)
     check_network(net, x, y, training=True)
 
 
