@@ -1,8 +1,8 @@
 """Per-batch data augmentation on flat image rows.
 
-A row holds one image in channel-plane order: `row.reshape(shape)[c, y, x]` is channel c
-of pixel (y, x) for an image `shape` (C, H, W), which every function here takes as an
-argument. The flips and the crop take and return (N, C*H*W) arrays (any float dtype);
+A row holds one image in channel-plane order: `row.reshape(image_shape)[c, y, x]` is channel c
+of pixel (y, x) for images of shape `image_shape` (C, H, W), which every function here takes as
+an argument. The flips and the crop take and return (N, C*H*W) arrays (any float dtype);
 mixup blends any rows (N, D) and their targets (N, K). None of them modifies its input.
 """
 
@@ -13,19 +13,19 @@ import numpy as np
 Shape = tuple[int, int, int]
 
 
-def random_flip(images: np.ndarray, shape: Shape, rng: np.random.Generator) -> np.ndarray:
+def random_flip(images: np.ndarray, image_shape: Shape, rng: np.random.Generator) -> np.ndarray:
     """Mirror each image left-right with probability 1/2: pixel (y, x) -> (y, W - 1 - x), every channel.
 
     images (N, C*H*W) -> (N, C*H*W).
     """
     n = len(images)
-    out = images.reshape(n, *shape).copy()
+    out = images.reshape(n, *image_shape).copy()
     flip = rng.random(n) < 0.5
     out[flip] = out[flip, :, :, ::-1]
     return out.reshape(n, -1)
 
 
-def random_crop(images: np.ndarray, shape: Shape, pad: int, rng: np.random.Generator) -> np.ndarray:
+def random_crop(images: np.ndarray, image_shape: Shape, pad: int, rng: np.random.Generator) -> np.ndarray:
     """Zero-pad each image by `pad` pixels on every side, then cut a random H x W window.
 
     The content shifts by up to `pad` pixels in each direction; channels never mix.
@@ -34,9 +34,9 @@ def random_crop(images: np.ndarray, shape: Shape, pad: int, rng: np.random.Gener
     n = len(images)
     if pad == 0:
         return images.copy()
-    c, h, w = shape
+    c, h, w = image_shape
     padded = np.zeros((n, c, h + 2 * pad, w + 2 * pad), images.dtype)
-    padded[:, :, pad:pad + h, pad:pad + w] = images.reshape(n, *shape)
+    padded[:, :, pad:pad + h, pad:pad + w] = images.reshape(n, *image_shape)
     dy = rng.integers(0, 2 * pad + 1, size=n)
     dx = rng.integers(0, 2 * pad + 1, size=n)
     out = np.empty((n, c, h, w), images.dtype)
@@ -45,13 +45,13 @@ def random_crop(images: np.ndarray, shape: Shape, pad: int, rng: np.random.Gener
     return out.reshape(n, -1)
 
 
-def flip_horizontal(images: np.ndarray, shape: Shape) -> np.ndarray:
+def flip_horizontal(images: np.ndarray, image_shape: Shape) -> np.ndarray:
     """Mirror every image left-right (pixel (y, x) -> (y, W - 1 - x), every channel).
 
     images (N, C*H*W) -> (N, C*H*W); used for test-time augmentation.
     """
     n = len(images)
-    return np.ascontiguousarray(images.reshape(n, *shape)[..., ::-1]).reshape(n, -1)
+    return np.ascontiguousarray(images.reshape(n, *image_shape)[..., ::-1]).reshape(n, -1)
 
 
 def mixup(images: np.ndarray, targets: np.ndarray, alpha: float,

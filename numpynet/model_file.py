@@ -8,7 +8,7 @@ between a `Network` and that dict, so `evaluate`, `predict` and any user rebuild
 without repeating params. No file I/O here: `stages/_model_file.py` reads and writes the file.
 
 `from_arrays` treats the dict as untrusted: it checks every spec, every shape along the
-stack and every weight before building anything, and raises `ModelFormatError` saying what
+stack and every parameter before building anything, and raises `ModelFormatError` saying what
 is wrong. It accepts the layer specs `build` writes (`Layer.spec`), nothing else.
 """
 

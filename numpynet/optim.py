@@ -1,4 +1,4 @@
-"""Mini-batch SGD with optional (Nesterov) momentum and L2 weight decay on weights only."""
+"""SGD on batches, with optional (Nesterov) momentum and L2 weight decay on weights only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training loop: shuffled mini-batches, optional augmentation, schedule, validation.
+"""The training loop: shuffled batches, optional augmentation, schedule, validation.
 
 Pure: takes arrays, a `TrainConfig` and `RandomStreams`, returns the per-epoch history.
 `fit` is the loop; `batches`, `prepare_batch` and `train_step` are its three parts.
@@ -41,7 +41,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EpochRecord:
     epoch: int                   # 1-based
-    train_loss: float            # mean over the epoch's mini-batches, against the training targets
+    train_loss: float            # mean over the epoch's batches, against the training targets
                                  # (smoothed or mixed ones when those options are on)
     val_loss: float | None
     val_accuracy: float | None
@@ -89,7 +89,7 @@ def evaluate_loss_accuracy(network: Network, x: np.ndarray, y: np.ndarray) -> tu
 def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
         config: TrainConfig, streams: RandomStreams, image_shape: tuple[int, int, int],
         on_epoch: Callable[[EpochRecord], None] | None = None) -> TrainResult:
-    """Train `network` in place with mini-batch SGD.
+    """Train `network` in place with SGD.
 
     train = (x (N, D) float32 rows of `image_shape` images, y (N,) int); val likewise, or None.
     The training set is reshuffled at the start of every epoch; the last batch of an epoch may
@@ -133,7 +133,7 @@ def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
 
 def batches(x: np.ndarray, y: np.ndarray, batch_size: int,
             rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One epoch of mini-batches (copies) in a fresh random order; the last may be smaller."""
+    """One epoch of batches (copies) in a fresh random order; the last may be smaller."""
     order = rng.permutation(len(x))
     for start in range(0, len(x), batch_size):
         idx = order[start:start + batch_size]
