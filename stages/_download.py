@@ -235,4 +235,4 @@ def _pool_manager(url: str) -> urllib3.PoolManager:
         return urllib3.ProxyManager(proxy._replace(auth=None).url, retries=FOLLOW_REDIRECTS,
                                     proxy_headers=urllib3.make_headers(proxy_basic_auth=auth) if auth else None)
     except ProxySchemeUnknown as err:
-        raise DownloadError(f"{parts.scheme}_proxy: {err}; fix or unset it") from None
+        raise DownloadError(f"download of {url} failed: {parts.scheme}_proxy: {err}; fix or unset it") from None
