@@ -223,16 +223,17 @@ def _pool_manager(url: str) -> urllib3.PoolManager:
 
     urllib3 reads no environment variables; urllib.request.getproxies() and proxy_bypass() are
     the standard library's reading of them (the one urllib's opener used), and a user:password
-    in the proxy URL is sent as Proxy-Authorization, as urllib did. Redirects keep this choice.
+    in the proxy URL is sent as Proxy-Authorization, as urllib did. Unlike urllib, which chose
+    again for each redirect's host, a redirect goes through the same proxy (or none).
     """
     parts = urllib.parse.urlsplit(url)
     proxy = urllib.request.getproxies().get(parts.scheme)
     if not proxy or urllib.request.proxy_bypass(parts.netloc):
         return urllib3.PoolManager(retries=FOLLOW_REDIRECTS)
-    proxy = urllib3.util.parse_url(proxy if "://" in proxy else f"http://{proxy}")  # urllib took host:port
-    auth = urllib.parse.unquote(proxy.auth) if proxy.auth else None
+    proxy_url = urllib3.util.parse_url(proxy if "://" in proxy else f"http://{proxy}")  # urllib took host:port
+    auth = urllib.parse.unquote(proxy_url.auth) if proxy_url.auth else None
     try:
-        return urllib3.ProxyManager(proxy._replace(auth=None).url, retries=FOLLOW_REDIRECTS,
+        return urllib3.ProxyManager(proxy_url._replace(auth=None).url, retries=FOLLOW_REDIRECTS,
                                     proxy_headers=urllib3.make_headers(proxy_basic_auth=auth) if auth else None)
     except ProxySchemeUnknown as err:
         raise DownloadError(f"download of {url} failed: {parts.scheme}_proxy: {err}; fix or unset it") from None
