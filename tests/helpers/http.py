@@ -3,7 +3,7 @@ real fetch stage against it with short timeouts.
 
     server = ArchiveServer(body, ["drop-half", "ok"])  # one plan step per request
     server.url()                                      # http://127.0.0.1:<port>/cifar-10-python.tar.gz
-    server.requests                                   # [{"path", "range", "behaviour", "sent"}, ...]
+    server.requests                                   # [{"path", "range", "proxy_authorization", "behaviour", "sent"}, ...]
     server = FaultServer(body, ["500", "stall-after-2097152", "ok"])
     proc = fetch_process(workdir, cache)              # python -m stages.fetch, as dvc would run it
     server.close()
@@ -11,7 +11,9 @@ real fetch stage against it with short timeouts.
 Both servers listen on 127.0.0.1 (ephemeral port, own thread) and serve `body` under
 /cifar-10-python.tar.gz (NAME), taking one step of the plan per request (then "ok"):
 "ok" (honours Range), "ignore-range", "drop-half" (announces the full length, sends half,
-closes), "stall" (sends 1000 bytes, then nothing), or an HTTP status such as "404".
+closes), "stall" (sends 1000 bytes, then nothing), "redirect" (302 to /NAME), or an HTTP status
+such as "404". A request in a proxy's form (`GET http://<any host>/NAME`) is served the same,
+so a server can stand in for an http proxy.
 FaultServer adds "stall-after-<n>": like "ok" (Range included) but the body stops after n
 bytes and the connection stays open, silent, until the server is closed: a slow server caught
 mid-file.
@@ -24,6 +26,7 @@ import re
 import subprocess
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 
 from tests.helpers.archives import fetch_env
@@ -68,13 +71,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         app: ArchiveServer = self.server.app
         behaviour = app.plan.pop(0) if app.plan else "ok"
-        record = {"path": self.path, "range": self.headers.get("Range"), "behaviour": behaviour, "sent": 0}
+        record = {"path": self.path, "range": self.headers.get("Range"),
+                  "proxy_authorization": self.headers.get("Proxy-Authorization"), "behaviour": behaviour, "sent": 0}
         app.requests.append(record)
         if behaviour.isdigit():
             self.send_error(int(behaviour))
             return
-        if self.path != f"/{NAME}":
+        if urllib.parse.urlsplit(self.path).path != f"/{NAME}":
             self.send_error(404)
+            return
+        if behaviour == "redirect":
+            self.send_response(302)
+            self.send_header("Location", f"/{NAME}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         body, start = app.body, 0
         match = re.fullmatch(r"bytes=(\d+)-", record["range"] or "")

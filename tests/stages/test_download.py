@@ -2,13 +2,15 @@
 
 `serve(*plan)` starts an `ArchiveServer` (tests/helpers/http.py) for the fixture archive that
 follows a per-request plan: "ok" (honours Range), "ignore-range", "drop-half" (announces the
-full length, sends half, closes), "stall" (sends 1000 bytes, then nothing), or an HTTP status
-such as "404". Retry delays go to a recording `sleep`, so no test waits for them. How the stage
-reports download failures, run as dvc runs it, is in tests/faults/test_network.py.
+full length, sends half, closes), "stall" (sends 1000 bytes, then nothing), "redirect" (302 to
+the same file), or an HTTP status such as "404"; it also answers as an http proxy would. Retry
+delays go to a recording `sleep`, so no test waits for them. How the stage reports download
+failures, run as dvc runs it, is in tests/faults/test_network.py.
 """
 
 from __future__ import annotations
 
+import base64
 import socket
 import sys
 from pathlib import Path
@@ -129,6 +131,26 @@ def test_http_404_fails_at_once_naming_the_url(serve, archive_bytes, tmp_path):
     assert len(server.requests) == 1
 
 
+def test_redirects_are_followed_keeping_the_range(serve, archive_bytes, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / f"{NAME}.part").write_bytes(archive_bytes[:1000])
+    server = serve("redirect", "ok")
+    (path, _), sleeps, _ = download(server.url(), md5(archive_bytes), cache)
+    assert path.read_bytes() == archive_bytes and sleeps == []
+    assert [r["range"] for r in server.requests] == ["bytes=1000-", "bytes=1000-"]
+    assert server.requests[1]["sent"] == len(archive_bytes) - 1000
+
+
+def test_a_redirect_loop_fails_at_once(serve, archive_bytes, tmp_path):
+    server = serve(*["redirect"] * 20)
+    with pytest.raises(DownloadError) as err:
+        download(server.url(), md5(archive_bytes), tmp_path / "cache")
+    assert f"download of {server.url()} failed: more than 10 redirects" in str(err.value)
+    assert len(server.requests) == 11  # the request and 10 redirects, not tried again
+    assert listing(tmp_path / "cache") == []
+
+
 def test_http_500_is_retried_with_backoff(serve, archive_bytes, tmp_path):
     server = serve("500", "503", "ok")
     (path, _), sleeps, logs = download(server.url(), md5(archive_bytes), tmp_path / "cache")
@@ -162,6 +184,31 @@ def test_connection_refused_names_the_url(archive_bytes, tmp_path):
     with pytest.raises(DownloadError) as err:
         download(url, md5(archive_bytes), tmp_path / "cache", retry_delays=(0.0,))
     assert url in str(err.value) and "refused" in str(err.value).lower()
+
+
+def test_http_proxy_from_the_environment_is_used(serve, archive_bytes, tmp_path, monkeypatch):
+    proxy = serve()  # answers `GET http://<host>/NAME` as a forwarding proxy would
+    monkeypatch.setenv("http_proxy", f"http://user:p%40ss@{proxy.url().split('/')[2]}")
+    url = f"http://archive.invalid/{NAME}"  # not in no_proxy; resolvable by nobody
+    (path, _), _, _ = download(url, md5(archive_bytes), tmp_path / "cache")
+    assert path.read_bytes() == archive_bytes and [r["path"] for r in proxy.requests] == [url]
+    assert proxy.requests[0]["proxy_authorization"] == "Basic " + base64.b64encode(b"user:p@ss").decode()
+
+
+def test_no_proxy_hosts_are_fetched_directly(serve, archive_bytes, tmp_path, monkeypatch):
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+    server = serve()  # on 127.0.0.1, which no_proxy lists (autouse fixture)
+    (path, _), sleeps, _ = download(server.url(), md5(archive_bytes), tmp_path / "cache")
+    assert path.read_bytes() == archive_bytes and sleeps == [] and len(server.requests) == 1
+
+
+def test_an_unusable_proxy_setting_is_named(archive_bytes, tmp_path, monkeypatch):
+    monkeypatch.setenv("http_proxy", "socks5://127.0.0.1:1080")
+    url = f"http://archive.invalid/{NAME}"
+    with pytest.raises(DownloadError) as err:
+        download(url, md5(archive_bytes), tmp_path / "cache")
+    assert f"download of {url} failed: http_proxy" in str(err.value)
+    assert "socks5" in str(err.value) and "unset it" in str(err.value)
 
 
 def test_progress_bar_only_on_a_terminal(serve, archive_bytes, tmp_path, capsys, monkeypatch):
