@@ -35,8 +35,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpynet import parallel
 from numpynet.parallel import matmul, run
 
-KERNEL = 3   # kernel side, as numpynet.conv.KERNEL (which imports it from here)
-TAPS = KERNEL * KERNEL
+KERNEL = 3   # kernel side; padding 1 and stride 1 keep H x W ("same" convolution); numpynet.conv exports it
 MAX_BUFFER_SHAPES = 4  # work-buffer shapes a convolution keeps (a new batch size adds one)
 
 
@@ -44,7 +43,7 @@ def conv_jobs(n: int, c: int, h: int, w: int) -> list[slice]:
     """The jobs of a convolution over n images of (C, H, W), as slices of the batch: runs of
     images of about JOB_ELEMENTS im2col elements, so that a job's columns are still in cache
     when its matmul (forward) or its col2im (backward) reads them."""
-    return parallel.batch_jobs(n, TAPS * c * h * w)
+    return parallel.batch_jobs(n, KERNEL * KERNEL * c * h * w)
 
 
 def _im2col(x_pad: np.ndarray, cols: np.ndarray) -> None:
@@ -172,14 +171,14 @@ class ConvKernel:
             x_pad[images, 1:-1, 1:-1, :] = x_nhwc[images]
             _im2col(x_pad[images], cols[images])
             rows = conv_out[images].reshape(-1, f)
-            np.matmul(cols[images].reshape(-1, TAPS * c), w_mat, out=rows)
+            np.matmul(cols[images].reshape(-1, KERNEL * KERNEL * c), w_mat, out=rows)
             rows += b
             if pool:
                 pool_forward(conv_out[images].transpose(0, 3, 1, 2), out[images].transpose(0, 3, 1, 2),
                              *(m[images] for m in masks))
 
         run([functools.partial(job, images) for images in conv_jobs(n, c, h, w)])
-        return out, cols.reshape(n * h * w, TAPS * c), masks
+        return out, cols.reshape(n * h * w, KERNEL * KERNEL * c), masks
 
     def forward(self, x: np.ndarray, weight: np.ndarray, b: np.ndarray, pool: bool, training: bool,
                 eval_batch: int) -> np.ndarray:
@@ -191,7 +190,7 @@ class ConvKernel:
         n, c, h, w = x.shape
         f = weight.shape[0]
         # rows of w_mat ordered (ky, kx, c), matching the columns of the im2col matrix
-        w_mat = weight.transpose(2, 3, 1, 0).reshape(TAPS * c, f)
+        w_mat = weight.transpose(2, 3, 1, 0).reshape(KERNEL * KERNEL * c, f)
         if training or n <= eval_batch:
             y, cols, masks = self._forward_batch(x, w_mat, b, pool)
             self._cache = (cols, w_mat, x.shape, masks)

@@ -114,7 +114,8 @@ def maxpool2d_forward(x: np.ndarray) -> np.ndarray:
 
 def maxpool2d_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
     """dy (N, C, H/2, W/2), x (N, C, H, W) of the forward -> dx (N, C, H, W): each dy goes to
-    the first element of its window (row-major) equal to the max, every other element gets 0."""
+    the first element of its window (row-major) equal to the max, every other element gets 0
+    (+0.0 here; the kernel writes some of those zeros as -0.0, equal values)."""
     n, c, h, w = x.shape
     winner = _windows(x).argmax(axis=-1)                      # argmax returns the first max
     dx_windows = np.zeros((n, c, h // 2, w // 2, 4), dy.dtype)
@@ -139,7 +140,7 @@ class Conv2D(Layer):
 
     kind = "conv2d"
     weights = ("W",)
-    eval_batch = 128  # images per forward when evaluating: their feature maps stay in cache
+    eval_batch = 128  # images per forward when evaluating: their feature maps stay in cache, the im2col buffer small
 
     def __init__(self, in_channels: int, out_channels: int, rng: np.random.Generator | None = None,
                  dtype: np.dtype = np.float32, pool: bool = False) -> None:
@@ -171,7 +172,9 @@ class Conv2D(Layer):
         fills grads["W"] = X_col^T dY_col (F, C, 3, 3) and grads["b"] = sum dY (F,); returns
         dL/dx = col2im(dY_col W_col^T) (N, C, H, W), or None when need_input_grad is False
         (the first layer: that product and col2im are skipped)."""
-        self.grads["W"][...], self.grads["b"][...], dx = self._kernel.backward(grad_out, need_input_grad)
+        dw, db, dx = self._kernel.backward(grad_out, need_input_grad)
+        self.grads["W"][...] = dw
+        self.grads["b"][...] = db
         return dx
 
     def spec(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ SPLITS = ((1 << 26, 4), (1 << 24, 2))
 ALIGN = 16                 # block edges fall on multiples of 16 rows / columns (BLAS tile sizes)
 JOB_ELEMENTS = 1 << 18     # elements of work per job of `batch_jobs` (4 bytes each in float32): a
                            # job's data stays in cache from one of its passes to the next
-                           # (benchmarks/bench_conv.py times other sizes)
+                           # (time a change with benchmarks/bench_conv.py)
 
 _workers = 1
 _pool: ThreadPoolExecutor | None = None
