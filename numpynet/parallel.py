@@ -3,16 +3,20 @@
 OpenBLAS's own threading changes the rounding of float32 products: with one thread it tiles
 the output one way, with two or more another, so the same training gave one model with one
 thread and another with two. Here BLAS runs single-threaded (the stages ask for that before
-NumPy loads, see `stages/__init__.py`), and a large product is cut into blocks by a rule that
-depends on the operands' shapes only; `set_workers(n)` decides how many threads compute those
-blocks. One worker or sixteen, every block is the same single-threaded BLAS call on the same
-operands, so every result is bit-for-bit the same.
+NumPy loads, see `stages/__init__.py`), and work is cut into jobs by a rule that depends on
+the operands' shapes only; `set_workers(n)` decides how many threads run those jobs. One worker
+or sixteen, every job is the same single-threaded computation on the same operands, so every
+result is bit-for-bit the same.
+
+Words: a *job* is one unit of work a worker thread runs; a large product is cut into *blocks*
+(of rows or columns of its output), one job each; a convolution's batch is cut into runs of
+images, one job each (`batch_jobs`).
 
     matmul(a, b)        a (M, K) @ b (K, N) -> (M, N), like `a @ b` for 2-D operands
     run(jobs)           call each job (disjoint outputs) on the worker threads
-    batch_slices(n, e)  a batch of n items of e elements of work each, cut into jobs' runs
+    batch_jobs(n, e)    a batch of n items of e elements of work each, cut into jobs
 
-Small products (below 16M multiply-adds, see SPLITS) are one BLAS call on the calling thread,
+Small products (below the first threshold of SPLITS) are one BLAS call on the calling thread,
 because handing them to a thread costs more than they take.
 """
 
@@ -25,35 +29,35 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-# (multiply-adds from which, blocks): a product is cut in two from 16M multiply-adds and in four
-# from 64M, never in three (on two workers one of them would idle a third of the time). Below
-# 16M a second thread costs more than it saves; four blocks pay only on larger products, as each
-# block packs the shared operand again. benchmarks/bench_blocks.py measures each cut.
+# (multiply-adds from which, blocks): a product is cut in two from 2**24 multiply-adds and in four
+# from 2**26, never in three (on two workers one of them would idle a third of the time). Smaller
+# products stay whole, as a second thread costs more than it saves; four blocks pay only on larger
+# products, as each block packs the shared operand again. benchmarks/bench_blocks.py measures each cut.
 SPLITS = ((1 << 26, 4), (1 << 24, 2))
 ALIGN = 16                 # block edges fall on multiples of 16 rows / columns (BLAS tile sizes)
-JOB_ELEMENTS = 1 << 18     # elements of work (~1 MB of float32) per job of `batch_jobs`: a job's
-                           # data stays in cache from one of its passes to the next (and jobs of
-                           # 2**16 or 2**21 elements made a CNN epoch 30% slower, bench_conv)
+JOB_ELEMENTS = 1 << 18     # elements of work per job of `batch_jobs` (4 bytes each in float32): a
+                           # job's data stays in cache from one of its passes to the next
+                           # (time a change with benchmarks/bench_conv.py)
 
 _workers = 1
 _pool: ThreadPoolExecutor | None = None
 
 
 def set_workers(n: int) -> None:
-    """Compute blocks on `n` threads (n >= 1). Changes speed only, never a result."""
+    """Run jobs on `n` threads (n >= 1). Changes speed only, never a result."""
     global _workers, _pool
     if n < 1:
         raise ValueError(f"workers must be >= 1, got {n}")
     if n != _workers:
         if _pool is not None:
             _pool.shutdown()
-        # the calling thread computes one block itself, so n workers are n - 1 pool threads
+        # the calling thread runs jobs itself, so n workers are n - 1 pool threads
         _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="numpynet") if n > 1 else None
         _workers = n
 
 
 def workers() -> int:
-    """The number of threads that compute the blocks of a large product."""
+    """The number of threads that run jobs."""
     return _workers
 
 
@@ -70,11 +74,11 @@ def block_edges(length: int, macs: int) -> list[int]:
     return [min(length, (units * i // blocks) * ALIGN) for i in range(blocks)] + [length]
 
 
-def batch_slices(n: int, item_elements: int) -> list[slice]:
-    """The n items of a batch cut into runs of about JOB_ELEMENTS elements of work each
-    (`item_elements` per item, at least one item per run): the unit of work of the per-image
-    passes of `numpynet.conv`. A function of the shape only, so the jobs, and with them every
-    result, are the same whatever the number of threads."""
+def batch_jobs(n: int, item_elements: int) -> list[slice]:
+    """The n items of a batch cut into jobs of about JOB_ELEMENTS elements of work each
+    (`item_elements` per item, at least one item per job), each job a slice of the batch: the
+    jobs of the per-image passes of `numpynet._conv_kernel`. A function of the shape only, so
+    the jobs, and with them every result, are the same whatever the number of threads."""
     step = max(1, JOB_ELEMENTS // max(1, item_elements))
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
@@ -108,7 +112,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     """a (M, K) @ b (K, N) -> out (M, N), in a's dtype; bit-identical for any worker count.
 
     A large product is cut along its longer output axis (rows of a, or columns of b) at
-    `block_edges`; each block is one BLAS call, computed on the worker threads."""
+    `block_edges`; each block is one BLAS call, a job on the worker threads."""
     m, k = a.shape
     n = b.shape[1]
     if out is None:

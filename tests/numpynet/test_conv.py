@@ -4,7 +4,7 @@ differences in float64 (relative error < 1e-6), including MaxPool2D's tie rule."
 import numpy as np
 import pytest
 
-from numpynet import conv, parallel
+from numpynet import parallel
 from numpynet.conv import Conv2D, Flatten, MaxPool2D
 from numpynet.layers import Dense, ReLU
 from tests.helpers.gradcheck import numerical_gradient, relative_error
@@ -89,15 +89,15 @@ def test_conv_forward_matches_naive_loops_including_border(shape):
     np.testing.assert_allclose(y[:, :, :, [0, -1]], expected[:, :, :, [0, -1]], rtol=0, atol=1e-10)
 
 
-def test_conv_forward_independent_of_memory_layout_and_eval_chunking(monkeypatch):
+def test_conv_forward_independent_of_memory_layout_and_eval_batch():
     rng = np.random.default_rng(3)
     layer = float64_conv(3, 5)
     x = rng.standard_normal((5, 3, 4, 4))
     expected = naive_conv(x, layer.params["W"], layer.params["b"])
     np.testing.assert_allclose(layer.forward(channels_last(x), training=True), expected, atol=1e-10)
-    monkeypatch.setattr(conv, "EVAL_CHUNK", 2)  # 5 images -> blocks of 2, 2, 1
+    layer.eval_batch = 2  # 5 images -> eval batches of 2, 2, 1
     np.testing.assert_allclose(layer.forward(x, training=False), expected, atol=1e-10)
-    with pytest.raises(RuntimeError, match="EVAL_CHUNK"):  # no cache for a blocked evaluation
+    with pytest.raises(RuntimeError, match="eval_batch"):  # an evaluation in eval batches keeps no cache
         layer.backward(np.ones_like(expected))
 
 
@@ -313,7 +313,7 @@ def test_small_cnn_stack_gradients(training):
 
 
 def test_feature_maps_stay_channels_last_through_the_stack():
-    """The layout contract the speed relies on (see numpynet.conv): conv output, pool output and
+    """The layout contract the speed relies on (see numpynet._conv_kernel): conv output, pool output and
     every gradient on the way back are (N, H, W, C) memory, so no layer pays for a transpose."""
     rng = np.random.default_rng(14)
     layers = [Conv2D(3, 4, rng, pool=True), ReLU(), Conv2D(4, 6, rng), ReLU(), MaxPool2D(), Flatten()]

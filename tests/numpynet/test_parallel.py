@@ -118,3 +118,10 @@ def test_matmul_of_transposed_views_and_into_out():
     np.testing.assert_allclose(out, x.T.astype(np.float64) @ g, rtol=1e-4, atol=1e-2)
     w = rng.standard_normal((3072, 1024), dtype=np.float32)
     np.testing.assert_allclose(parallel.matmul(g, w.T), g.astype(np.float64) @ w.T, rtol=1e-4, atol=1e-2)
+
+
+def test_batch_jobs_cover_the_batch_in_order_with_at_least_one_item_each():
+    assert parallel.batch_jobs(10, parallel.JOB_ELEMENTS // 3) == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]
+    assert parallel.batch_jobs(4, parallel.JOB_ELEMENTS * 5) == [slice(i, i + 1) for i in range(4)]  # one item each
+    assert parallel.batch_jobs(7, 1) == [slice(0, 7)]
+    assert parallel.batch_jobs(0, 1) == []
