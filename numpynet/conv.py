@@ -182,8 +182,6 @@ class Conv2D(Layer):
                 "pool": self.pool}
 
 
-EVAL_CHUNK = Conv2D.eval_batch  # the old name of Conv2D.eval_batch, still read by tests/numpynet/test_inference.py
-
 
 class MaxPool2D(Layer):
     """2x2 max pooling, stride 2: (N, C, H, W) -> (N, C, H/2, W/2), H and W even; keeps dtype

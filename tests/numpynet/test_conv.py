@@ -8,13 +8,9 @@ from numpynet import parallel
 from numpynet.conv import Conv2D, Flatten, MaxPool2D
 from numpynet.layers import Dense, ReLU
 from tests.helpers.gradcheck import numerical_gradient, relative_error
+from tests.helpers.layouts import channels_last
 
 TOL = 1e-6
-
-
-def channels_last(x: np.ndarray) -> np.ndarray:
-    """The same logical (N, C, H, W) array, stored as (N, H, W, C) memory."""
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
 def naive_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ import pytest
 
 from numpynet import parallel
 from numpynet.conv import Conv2D, MaxPool2D, conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
+from tests.helpers.layouts import channels_last
 
 # (N, C, H, W, F): C < W takes the kernel's K-major col2im, C >= W its channels-last one
 SHAPES = [(5, 3, 8, 8, 4), (4, 8, 4, 4, 6), (3, 5, 6, 10, 7), (2, 1, 2, 2, 1)]
@@ -19,11 +20,6 @@ def assert_same_bits(fast: np.ndarray, plain: np.ndarray, what: str) -> None:
     assert fast.dtype == plain.dtype and fast.shape == plain.shape, what
     assert np.array_equal(fast, plain), what
     assert np.ascontiguousarray(fast).tobytes() == np.ascontiguousarray(plain).tobytes(), what
-
-
-def channels_last(x: np.ndarray) -> np.ndarray:
-    """The same logical (N, C, H, W) array, stored as (N, H, W, C) memory."""
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
 @pytest.fixture(params=[1, 2], ids=["1 worker", "2 workers"])

@@ -27,7 +27,7 @@ def test_networks_evaluate_in_the_batches_their_layers_ask_for():
 
     mlp = build_mlp(3072, [8], 3, np.random.default_rng(0))
     cnn = build_cnn((3, 8, 8), [4], [5], 3, np.random.default_rng(0))
-    assert mlp.eval_batch == 1000 and cnn.eval_batch == conv.EVAL_CHUNK
+    assert mlp.eval_batch == 1000 and cnn.eval_batch == conv.Conv2D.eval_batch
     x = np.random.default_rng(2).standard_normal((300, 3 * 8 * 8), dtype=np.float32)
     y = np.random.default_rng(3).integers(0, 3, 300)
     batches = list(cnn.evaluate(x))
