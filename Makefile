@@ -49,7 +49,7 @@ compare: $(VENV)/.runtime-installed
 
 
 rerun-check: $(VENV)/.runtime-installed
-	python -m stages.rerun_check
+	python -m tools.rerun_check
 
 # params and metrics of the workspace against $(BASE) as markdown (also appended to the CI job
 # summary), and a `dvc plots diff` page, all under pr-report/

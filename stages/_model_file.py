@@ -24,8 +24,9 @@ from numpynet.inference import class_probabilities
 from numpynet.model import MODEL_KINDS, Network
 from numpynet.model_file import ModelFormatError, from_arrays, to_arrays
 from stages._io import StageError, load_npz, quote, save_npz
+from stages.paths import MODEL
 
-MAX_MODEL_BYTES = 1 << 30   # decompressed; the README's largest model is ~15 MB
+MAX_MODEL_BYTES = 1 << 30   # decompressed: a model file's arrays and meta, all told
 MAX_ENTRIES = 1024
 
 
@@ -121,7 +122,7 @@ def _check_meta(meta: dict[str, Any], n_outputs: int) -> None:
 
 def load(path: Path) -> Model:
     """The model in `path`, checked; StageError (one line) for anything wrong with the file."""
-    hint = "run `dvc repro train` to rebuild it" if path == Path("models/model.npz") else \
+    hint = "run `dvc repro train` to rebuild it" if path == MODEL else \
         "give a model file written by the train stage"
     try:
         info = path.stat()

@@ -8,7 +8,6 @@ StageError saying what is wrong and to rebuild it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,35 +15,35 @@ import numpy as np
 from cifar10.layout import ROW_LENGTH
 from stages._io import StageError, load_npy, quote
 from stages._read import read_json
+from stages.paths import DATASET_INFO, PREPARED, prepared_arrays
 
-DATA = Path("data/prepared")
 REBUILD = "run `dvc repro -f filter_normalize` to rebuild it"
-MAX_INFO_BYTES = 1 << 20   # dataset.json: about 1 KB
+MAX_INFO_BYTES = 1 << 20   # dataset.json holds a few numbers per class and channel
 
 
 def read_info() -> dict[str, Any]:
     """dataset.json, with its class names checked."""
-    info = read_json(DATA / "dataset.json", MAX_INFO_BYTES, REBUILD, "run `dvc repro filter_normalize` first")
+    info = read_json(DATASET_INFO, MAX_INFO_BYTES, REBUILD, "run `dvc repro filter_normalize` first")
     names = info.get("class_names") if isinstance(info, dict) else None
     if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)
             and len(set(names)) == len(names)):
-        raise StageError(f"{DATA}/dataset.json has no list of distinct class_names (found {quote(names)}); {REBUILD}")
+        raise StageError(f"{DATASET_INFO} has no list of distinct class_names (found {quote(names)}); {REBUILD}")
     norm = info.get("normalization")
     if not (isinstance(norm, dict) and isinstance(norm.get("mean"), list) and isinstance(norm.get("std"), list)):
-        raise StageError(f"{DATA}/dataset.json has no normalization mean and std; {REBUILD}")
+        raise StageError(f"{DATASET_INFO} has no normalization mean and std; {REBUILD}")
     return info
 
 
 def read_split(split: str, n_classes: int, classes_of: str = "dataset.json") -> tuple[np.ndarray, np.ndarray]:
     """(images float32 (N, ROW_LENGTH), labels int (N,) in 0..n_classes-1) of one split; `classes_of`
     names where n_classes comes from, for the message."""
-    images_path, labels_path = DATA / f"{split}_images.npy", DATA / f"{split}_labels.npy"
+    images_path, labels_path = prepared_arrays(split)
     try:
         images, labels = load_npy(images_path), load_npy(labels_path)
     except FileNotFoundError as err:
         raise StageError(f"{err.filename} does not exist; run `dvc repro filter_normalize` first") from None
     except (ValueError, EOFError, OSError) as err:
-        raise StageError(f"cannot read {split} data in {DATA}/ ({quote(str(err), 120, bare=True)}); {REBUILD}") from None
+        raise StageError(f"cannot read {split} data in {PREPARED}/ ({quote(str(err), 120, bare=True)}); {REBUILD}") from None
     if images.dtype != np.float32 or images.ndim != 2 or images.shape[1] != ROW_LENGTH:
         raise StageError(f"{images_path} holds {images.dtype} {images.shape}, not float32 (N, {ROW_LENGTH}) "
                          f"rows; {REBUILD}")

@@ -1,7 +1,7 @@
 """models/training/: the record of a training run, kept by DVCLive (the DVC ecosystem's logger).
 
-    models/training/metrics.json                   {"train": {"loss": 0.41}, "val": {"loss": 0.44,
-                                                    "accuracy": 0.8347}, "step": 25}
+    models/training/metrics.json                   {"train": {"loss": L}, "val": {"loss": L,
+                                                    "accuracy": A}, "step": epoch}
     models/training/plots/metrics/train/loss.tsv   step<TAB>loss, one row per epoch (step = epoch, from 1)
     models/training/plots/metrics/val/loss.tsv     step<TAB>loss    (these two only with a validation split)
     models/training/plots/metrics/val/accuracy.tsv step<TAB>accuracy
@@ -32,25 +32,18 @@ from typing import Any
 from numpynet.training import EpochRecord
 from stages._io import StageError, put_back, quote, set_aside, write_json
 from stages._read import read_bytes, read_json
+from stages.paths import TRAINING, TRAINING_SUMMARY, training_series
 
-DIR = Path("models/training")
-SUMMARY = DIR / "metrics.json"
-SERIES = {"train_loss": "train/loss", "val_loss": "val/loss", "val_accuracy": "val/accuracy"}
 MAX_BYTES = 64 << 20        # 100,000 epochs (the params' limit) take about 3 MB a series
 MAX_EPOCHS = 100_000
 REBUILD = "run `dvc repro -f train` to rebuild it"
 MISSING = "run `dvc repro train` first"
 
 
-def series_path(name: str, directory: Path = DIR) -> Path:
-    """The TSV of one series ("train/loss", ...)."""
-    return directory / "plots" / "metrics" / f"{name}.tsv"
-
-
 def _live(directory: Path):
     """A DVCLive logger for a pipeline stage. DVC is already running this stage (`dvc repro`,
     `dvc exp run`) and tells it so through the environment, so the logger does not open the DVC
-    repository again as DVCLive otherwise does: that costs about a second, and writes DVC's state
+    repository again as DVCLive otherwise does: that takes time, and writes DVC's state
     database, which must not decide whether training can run. What DVCLive takes from the
     repository besides (a Studio token in its config) comes from DVC_STUDIO_TOKEN and the global
     DVC config instead. The summary is replaced whole each epoch, never rewritten in place."""
@@ -82,7 +75,7 @@ class Recorder:
     earlier record as it was. DVCLive is imported here, not at module level: it loads DVC, which a
     stage that stops at a bad param should not pay for."""
 
-    def __init__(self, directory: Path = DIR) -> None:
+    def __init__(self, directory: Path = TRAINING) -> None:
         self.directory = directory
         self.previous = set_aside(directory)
         try:
@@ -175,18 +168,18 @@ def _read_series(path: Path, column: str, high: float = math.inf) -> list[float]
     return values
 
 
-def read(directory: Path = DIR) -> TrainingRecord:
+def read(directory: Path = TRAINING) -> TrainingRecord:
     """The record in `directory`, checked: every series numbered 1..N, the same N for all of
     them, and a summary that is one of its epochs. StageError (one line) otherwise."""
-    train_loss = _read_series(series_path("train/loss", directory), "loss")
-    has_val = series_path("val/loss", directory).exists() or series_path("val/accuracy", directory).exists()
-    val_loss = _read_series(series_path("val/loss", directory), "loss") if has_val else None
-    val_accuracy = _read_series(series_path("val/accuracy", directory), "accuracy", 1.0) if has_val else None
+    train_loss = _read_series(training_series("train/loss", directory), "loss")
+    has_val = training_series("val/loss", directory).exists() or training_series("val/accuracy", directory).exists()
+    val_loss = _read_series(training_series("val/loss", directory), "loss") if has_val else None
+    val_accuracy = _read_series(training_series("val/accuracy", directory), "accuracy", 1.0) if has_val else None
     for name, series in (("val/loss", val_loss), ("val/accuracy", val_accuracy)):
         if series is not None and len(series) != len(train_loss):
-            raise StageError(f"{series_path(name, directory)} holds {len(series)} epochs, "
-                             f"{series_path('train/loss', directory)} {len(train_loss)}; {REBUILD}")
-    path = directory / "metrics.json"
+            raise StageError(f"{training_series(name, directory)} holds {len(series)} epochs, "
+                             f"{training_series('train/loss', directory)} {len(train_loss)}; {REBUILD}")
+    path = directory / TRAINING_SUMMARY.name
     summary = read_json(path, MAX_BYTES, REBUILD, MISSING)
     step = summary.get("step") if isinstance(summary, dict) else None
     if type(step) is not int or not 1 <= step <= len(train_loss):

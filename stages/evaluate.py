@@ -30,16 +30,18 @@ from numpynet.metrics import classification_report, confusion_matrix, most_confi
 from stages import _model_file, _plots, _prepared, _training_log
 from stages._io import StageError, csv_text, json_text, run_stage, write_all
 from stages.params import Boolean, Param, Section, load
-
-MODEL = Path("models/model.npz")
-METRICS = Path("metrics/metrics.json")
-CONFUSION_CSV = Path("plots/confusion.csv")
-CONFUSION_PNG = Path("plots/confusion_matrix.png")
-PER_CLASS_CSV = Path("plots/per_class.csv")
-PER_CLASS_PNG = Path("plots/per_class.png")
-ERRORS_CSV = Path("plots/misclassified.csv")
-ERRORS_PNG = Path("plots/misclassified.png")
-LOSS_PNG = Path("plots/loss_curve.png")
+from stages.paths import (
+    CONFUSION_CSV,
+    CONFUSION_PNG,
+    ERRORS_CSV,
+    ERRORS_PNG,
+    LOSS_PNG,
+    METRICS,
+    MODEL,
+    PER_CLASS_CSV,
+    PER_CLASS_PNG,
+    PREPARED,
+)
 
 PARAMS = Section("evaluate", (
     Param("flip_tta", Boolean(), "test-time augmentation: average the predictions for each image and its mirror"),
@@ -92,7 +94,7 @@ def main() -> None:
     names = model.class_names
     x_test, y_test = _prepared.read_split("test", len(names), classes_of=str(MODEL))
     if x_test.shape[1] != math.prod(model.input_shape):
-        raise StageError(f"the test data in {_prepared.DATA}/ has rows of {x_test.shape[1]} values, the model takes "
+        raise StageError(f"the test data in {PREPARED}/ has rows of {x_test.shape[1]} values, the model takes "
                          f"{math.prod(model.input_shape)}; rerun `dvc repro`")
 
     proba = model.probabilities(x_test, flip_tta)

@@ -31,8 +31,8 @@ from cifar10 import archive
 from stages._download import CONNECT_TIMEOUT, READ_TIMEOUT, RETRY_DELAYS, cached_download
 from stages._io import StageError, atomic_dir, quote, run_stage, save_npy, write_json
 from stages.params import Hex, Mapping, Param, Section, Url, load
+from stages.paths import RAW, RAW_CLASS_NAMES, SOURCE_FILE, raw_arrays
 
-OUT_DIR = Path("data/raw")
 ARCHIVE_ENV = "CIFAR10_ARCHIVE"  # a local archive to use instead of downloading
 CACHE_ENV = "CIFAR10_CACHE_DIR"  # overrides the download cache folder (tests use it)
 TIMEOUT_ENV = "CIFAR10_DOWNLOAD_TIMEOUT"  # seconds to connect and between bytes (tests shorten it)
@@ -41,7 +41,6 @@ MAX_RETRIES = 10
 LOCAL_HINT = (f"to use a local copy instead, set {ARCHIVE_ENV}=/path/to/cifar-10-python.tar.gz "
               "(e.g. ../shared/cifar10/cifar-10-python.tar.gz)")
 
-SOURCE_FILE = Path("cifar10/source.yaml")
 SOURCE = Section("cifar10", (
     Param("url", Url(), "where to download cifar-10-python.tar.gz"),
     Param("md5", Hex(32), "md5 of the downloaded archive"),
@@ -146,18 +145,19 @@ def main() -> None:
             f"cifar-10-python.tar.gz, or update {SOURCE_FILE} only if you mean to change the dataset")
 
     try:
-        with atomic_dir(OUT_DIR) as tmp:
-            save_npy(tmp / "train_images.npy", arrays.train_images)
-            save_npy(tmp / "train_labels.npy", arrays.train_labels)
-            save_npy(tmp / "test_images.npy", arrays.test_images)
-            save_npy(tmp / "test_labels.npy", arrays.test_labels)
-            write_json(tmp / "class_names.json", arrays.class_names)
+        with atomic_dir(RAW) as tmp:
+            for split, images, labels in (("train", arrays.train_images, arrays.train_labels),
+                                          ("test", arrays.test_images, arrays.test_labels)):
+                images_path, labels_path = raw_arrays(split)
+                save_npy(tmp / images_path.name, images)
+                save_npy(tmp / labels_path.name, labels)
+            write_json(tmp / RAW_CLASS_NAMES.name, arrays.class_names)
     except OSError as err:
-        raise StageError(f"cannot write {OUT_DIR}/: {err.strerror or err}; it was left as it was "
+        raise StageError(f"cannot write {RAW}/: {err.strerror or err}; it was left as it was "
                          "(needs ~185 MB free; free space or fix permissions and rerun)") from None
 
     print(f"fetch: {source}\n"
-          f"fetch: wrote {OUT_DIR}/: {len(arrays.train_labels)} train + {len(arrays.test_labels)} test "
+          f"fetch: wrote {RAW}/: {len(arrays.train_labels)} train + {len(arrays.test_labels)} test "
           f"images, {len(arrays.class_names)} classes, fingerprints match {SOURCE_FILE} "
           f"({time.monotonic() - start:.1f} s)")
 

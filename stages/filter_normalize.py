@@ -11,7 +11,6 @@ data/prepared/dataset.json (class names, split counts, normalization statistics)
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -19,9 +18,8 @@ from cifar10.layout import CLASS_NAMES, IMAGE_SHAPE, ROW_LENGTH
 from numpynet.data import NORMALIZATIONS, class_rows, normalization_stats, normalize, stratified_split
 from stages._io import StageError, atomic_dir, load_npy, map_npy, run_stage, save_npy, save_npy_chunks, write_json
 from stages.params import Choice, Integer, Names, Param, Real, Section, load
+from stages.paths import DATASET_INFO, PREPARED, RAW, RAW_CLASS_NAMES, prepared_arrays, raw_arrays
 
-RAW = Path("data/raw")
-OUT = Path("data/prepared")
 CHUNK_ROWS = 4096   # images normalized at a time: 48 MiB of float32
 
 PARAMS = Section("filter_normalize", (
@@ -34,12 +32,13 @@ PARAMS = Section("filter_normalize", (
 
 def load_raw(split: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """data/raw/{split}_images.npy uint8 (N, 3072) and {split}_labels.npy int (N,) in 0..n_classes-1."""
+    images_path, labels_path = raw_arrays(split)
     try:
-        images = map_npy(RAW / f"{split}_images.npy")   # header and size checked
-        labels = load_npy(RAW / f"{split}_labels.npy")
+        images = map_npy(images_path)   # header and size checked
+        labels = load_npy(labels_path)
     except (OSError, ValueError, EOFError) as err:
         raise StageError(f"cannot read {RAW}/{split}_*.npy ({err}); run `dvc repro fetch` "
-                         "(or `dvc checkout data/raw`) first") from None
+                         f"(or `dvc checkout {RAW}`) first") from None
     if (images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != ROW_LENGTH or labels.shape != images.shape[:1]
             or labels.dtype.kind not in "iu" or (labels.size and not 0 <= labels.min() <= labels.max() < n_classes)):
         raise StageError(f"{RAW}/{split}_*.npy are not what fetch writes (images {images.dtype} {images.shape}, "
@@ -50,11 +49,11 @@ def load_raw(split: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     values = load(PARAMS)
     try:
-        all_names = json.loads((RAW / "class_names.json").read_text())
+        all_names = json.loads(RAW_CLASS_NAMES.read_text())
     except (OSError, ValueError) as err:
-        raise StageError(f"cannot read {RAW}/class_names.json ({err}); run `dvc repro fetch` first") from err
+        raise StageError(f"cannot read {RAW_CLASS_NAMES} ({err}); run `dvc repro fetch` first") from err
     if all_names != list(CLASS_NAMES):
-        raise StageError(f"{RAW}/class_names.json does not hold the CIFAR-10 names; run `dvc repro -f fetch`")
+        raise StageError(f"{RAW_CLASS_NAMES} does not hold the CIFAR-10 names; run `dvc repro -f fetch`")
     classes = list(values["classes"])
     ids = [all_names.index(c) for c in classes]
 
@@ -74,12 +73,13 @@ def main() -> None:
         "val": (raw_train, rows[val_idx], train_labels[val_idx]),
         "test": (raw_test, test_rows, test_labels),
     }
-    with atomic_dir(OUT) as tmp:
+    with atomic_dir(PREPARED) as tmp:
         for split, (images, split_rows, labels) in splits.items():
+            images_path, labels_path = prepared_arrays(split)
             chunks = (normalize(images[split_rows[i:i + CHUNK_ROWS]], stats) for i in range(0, len(split_rows), CHUNK_ROWS))
-            save_npy_chunks(tmp / f"{split}_images.npy", (len(split_rows), ROW_LENGTH), np.float32, chunks)
-            save_npy(tmp / f"{split}_labels.npy", labels.astype(np.int64))
-        write_json(tmp / "dataset.json", {
+            save_npy_chunks(tmp / images_path.name, (len(split_rows), ROW_LENGTH), np.float32, chunks)
+            save_npy(tmp / labels_path.name, labels.astype(np.int64))
+        write_json(tmp / DATASET_INFO.name, {
             "class_names": classes,
             "counts": {s: {"total": len(y), **{c: int(np.sum(y == i)) for i, c in enumerate(classes)}}
                        for s, (_, _, y) in splits.items()},

@@ -11,7 +11,6 @@ metrics/metrics.json and plots/loss_curve.png.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from cifar10.layout import IMAGE_SHAPE
 from numpynet.model import MODEL_KINDS, ModelSpec, build
@@ -20,8 +19,7 @@ from numpynet.training import EpochRecord, RandomStreams, TrainConfig, TrainingD
 from stages import _model_file, _prepared, _training_log
 from stages._io import StageError, run_stage
 from stages.params import Boolean, Check, Choice, Integer, IntegerList, Param, Real, Section, load, make_config
-
-MODEL = Path("models/model.npz")
+from stages.paths import MODEL, PARAMS_FILE, prepared_arrays
 
 PARAMS = Section("train", (
     Param("model", Choice(MODEL_KINDS), "the network"),
@@ -78,9 +76,9 @@ def main() -> None:
     class_names = info["class_names"]
     train, val = _prepared.read_split("train", len(class_names)), _prepared.read_split("val", len(class_names))
     if len(train[0]) == 0:
-        raise StageError(f"{_prepared.DATA}/train_images.npy holds no images; {_prepared.REBUILD}")
+        raise StageError(f"{prepared_arrays('train')[0]} holds no images; {_prepared.REBUILD}")
     if config.batch_size > len(train[0]):
-        raise StageError(f"params.yaml: train.batch_size: {config.batch_size} is larger than the "
+        raise StageError(f"{PARAMS_FILE}: train.batch_size: {config.batch_size} is larger than the "
                          f"training set ({len(train[0])} images); choose at most {len(train[0])}")
 
     streams = RandomStreams.from_seed(values["seed"])
@@ -108,7 +106,7 @@ def main() -> None:
         if isinstance(err, MemoryError):
             sizes = (f"conv_channels {list(spec.conv_channels)}, " if spec.model == "cnn" else "") + \
                 f"hidden_sizes {list(spec.hidden_sizes)}, batch_size {config.batch_size}"
-            raise StageError(f"params.yaml: train: the network ({sizes}) does not fit in memory; "
+            raise StageError(f"{PARAMS_FILE}: train: the network ({sizes}) does not fit in memory; "
                              "choose smaller train.hidden_sizes (or conv_channels / batch_size)") from None
         if isinstance(err, TrainingDiverged):
             raise StageError(str(err)) from err

@@ -1,7 +1,7 @@
 """Session fixtures only; keep this file small. Helpers live in tests/helpers/ (see its
-__init__.py: archives, http, repo, files, gradcheck), tests in one folder per code package
-(numpynet/, cifar10/, stages/) plus pipeline/ (dvc.yaml, CI, the real `dvc` CLI) and faults/
-(fault injection through the real stages)."""
+__init__.py: archives, http, repo, files, gradcheck, params), tests in one folder per code package
+(numpynet/, cifar10/, stages/, tools/) plus pipeline/ (the real `dvc` CLI, CI) and faults/
+(fault injection through the real stages and tools)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""cifar10.images: image files read into rows for `stages.predict`: layout, modes, resizing, errors."""
+"""cifar10.images: image files read into rows for `tools.predict`: layout, modes, resizing, errors."""
 
 import numpy as np
 import pytest

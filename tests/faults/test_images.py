@@ -85,7 +85,7 @@ def test_predict_refuses_the_image_in_one_line(trained_repo, tmp_path, name):
     write, fragment = CASES[name]
     path = tmp_path / f"{name}.png"
     write(path)
-    proc = trained_repo.run("bash", "-c", f"ulimit -v {2 << 20}; exec {sys.executable} -m stages.predict '{path}'",
+    proc = trained_repo.run("bash", "-c", f"ulimit -v {2 << 20}; exec {sys.executable} -m tools.predict '{path}'",
                             check=False, timeout=60)
     line = assert_clean_failure(proc, "predict", str(path), fragment)
     assert proc.stderr.strip() == line and not proc.stdout
@@ -98,7 +98,7 @@ def test_one_bad_image_among_good_ones_stops_before_any_output(trained_repo, tmp
     Image.new("RGB", (32, 32), (9, 99, 199)).save(good)
     bad = tmp_path / "bad.png"
     bad.write_bytes(png_header_only(30000, 30000))
-    proc = trained_repo.run(sys.executable, "-m", "stages.predict", str(good), str(bad), check=False)
+    proc = trained_repo.run(sys.executable, "-m", "tools.predict", str(good), str(bad), check=False)
     assert_clean_failure(proc, "predict", str(bad))
     assert not proc.stdout
 
@@ -106,6 +106,6 @@ def test_one_bad_image_among_good_ones_stops_before_any_output(trained_repo, tmp
 def test_a_file_name_with_a_newline_stays_on_one_line(trained_repo, tmp_path):
     path = tmp_path / "two\nlines.png"
     path.write_bytes(b"")
-    proc = trained_repo.run(sys.executable, "-m", "stages.predict", str(path), check=False)
+    proc = trained_repo.run(sys.executable, "-m", "tools.predict", str(path), check=False)
     line = assert_clean_failure(proc, "predict", "two\\nlines.png")
     assert proc.stderr.strip() == line

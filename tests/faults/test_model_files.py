@@ -197,7 +197,7 @@ CASES = list(ARRAY_CASES) + list(FILE_CASES)
 @pytest.mark.parametrize("name", CASES)
 def test_predict_refuses_the_model_in_one_line(trained_repo, good, image, tmp_path, name):
     path = crafted(name, good, tmp_path)
-    proc = trained_repo.run("bash", "-c", f"ulimit -v {3 << 20}; exec {sys.executable} -m stages.predict "
+    proc = trained_repo.run("bash", "-c", f"ulimit -v {3 << 20}; exec {sys.executable} -m tools.predict "
                                           f"--model '{path}' '{image}'", check=False, timeout=60)
     line = assert_clean_failure(proc, "predict", str(path), fragment(name))
     assert proc.stderr.strip() == line and not proc.stdout
@@ -218,5 +218,5 @@ def test_evaluate_refuses_the_model_and_keeps_its_outputs(trained_repo, good, tm
 
 def test_the_good_model_passes_both(trained_repo, image):
     """Guard for the cases above: the untouched model loads in predict and evaluate."""
-    trained_repo.run(sys.executable, "-m", "stages.predict", str(image))
+    trained_repo.run(sys.executable, "-m", "tools.predict", str(image))
     trained_repo.stage("evaluate", check=True)

@@ -8,7 +8,7 @@ what is allowed, no traceback, peak memory within the bar, and outputs (data/, m
 plots/, dvc.lock) byte-identical.
 
 Per stage: a missing key, one refused value of each kind of rule it uses (generated from its
-schema through `stages.params.refused_values`), an unknown key, a missing or malformed section,
+schema through `tests.helpers.params.refused_values`), an unknown key, a missing or malformed section,
 and broken files (invalid YAML, not UTF-8, too large, a FIFO, a key twice, a date); and the
 cross-key rules. Every other refused value of every key, and every key missing, is checked
 in-process with its exact message by tests/stages/test_params.py (the same `load` and `validate`
@@ -33,8 +33,8 @@ import pytest
 import yaml
 
 from stages._io import quote
-from stages.params import refused_values
 from tests.helpers.files import assert_clean_failure, snapshot
+from tests.helpers.params import refused_values
 from tests.helpers.repo import PipelineRepo
 
 pytestmark = pytest.mark.slow

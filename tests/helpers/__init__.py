@@ -15,6 +15,8 @@ never from one another.
   `digests`, `glob_digests`, `snapshot` of `OUTPUTS`, `listing`) and `assert_clean_failure`
   (exit 1, no traceback, one final `<stage>: error:` line).
 - `gradcheck`: centered finite differences (`numerical_gradient`) and `relative_error`.
+- `params`: the values each params rule must refuse, from a stage's schema (`refused`,
+  `refused_values`).
 
 tests/conftest.py has pytest rewrite the asserts in these modules, as in test modules.
 """

@@ -2,7 +2,7 @@
 normalization, same test-time augmentation (params.yaml `evaluate.flip_tta`, on and off).
 
 Each case runs the real `evaluate` stage on a trained model, saves the test images that
-evaluate listed in plots/misclassified.csv as PNG files, runs `python -m stages.predict` on them
+evaluate listed in plots/misclassified.csv as PNG files, runs `python -m tools.predict` on them
 and compares class and probability with the recorded ones. On the synthetic archive always; on
 the real data too when the workspace holds the pipeline's outputs (the mirror was run).
 """
@@ -72,7 +72,7 @@ def assert_predict_matches(workdir: Path, source: Path, flip_tta: bool) -> None:
     assert rows, "evaluate listed no misclassified images to compare"
     paths = save_pngs(workdir, [int(r["index"]) for r in rows])
     # no --flip-tta flag: predict follows params.yaml as evaluate did
-    out = json.loads(run(workdir, "-m", "stages.predict", "--json", "--top", "1", *map(str, paths)).stdout)
+    out = json.loads(run(workdir, "-m", "tools.predict", "--json", "--top", "1", *map(str, paths)).stdout)
     assert out["classes"] == yaml.safe_load((source / "params.yaml").read_text())["filter_normalize"]["classes"]
     assert len(out["images"]) == len(rows)
     for row, result in zip(rows, out["images"]):

@@ -32,7 +32,7 @@ METRICS = ("metrics/metrics.json",)
 BLAS_THREADS = {k: os.environ.get(k, "unset") for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
 ACROSS_MACHINES = ("The pipeline gives byte-identical results on x86-64 CPUs with AVX2 + FMA at any thread "
                    "count, with the pinned requirements. Elsewhere (no AVX2, ARM, another NumPy or BLAS "
-                   "build) float32 sums round differently; `python -m stages.rerun_check --mode tolerance` judges such "
+                   "build) float32 sums round differently; `python -m tools.rerun_check --mode tolerance` judges such "
                    f"a rerun. This run: {os.cpu_count()} CPUs, {BLAS_THREADS}, OPENBLAS_CORETYPE "
                    f"{os.environ.get('OPENBLAS_CORETYPE', 'unset (the stages set it)')}. With the pinned "
                    "requirements on such a CPU, a difference is a real loss of reproducibility.")

@@ -1,4 +1,4 @@
-"""`make rerun-check` (stages/rerun_check.py): recompute every stage in a clone of HEAD and judge
+"""`make rerun-check` (tools/rerun_check.py): recompute every stage in a clone of HEAD and judge
 the metrics against the committed ones. Driven as a user runs it, in a git + DVC copy of the repo
 on the synthetic archive, with the real `dvc`."""
 
@@ -29,7 +29,7 @@ def check(repo: PipelineRepo, *args: str, summary=None):
     env.pop("GITHUB_STEP_SUMMARY", None)
     if summary is not None:
         env["GITHUB_STEP_SUMMARY"] = str(summary)
-    return PipelineRepo(repo.path, env).run(sys.executable, "-m", "stages.rerun_check", *args, check=False,
+    return PipelineRepo(repo.path, env).run(sys.executable, "-m", "tools.rerun_check", *args, check=False,
                                            timeout=900)
 
 

@@ -17,6 +17,7 @@ from numpynet.model import ModelSpec
 from numpynet.training import TrainConfig
 from stages import params
 from stages._io import StageError, quote
+from tests.helpers.params import refused, refused_values
 from tests.helpers.repo import ROOT
 
 SECTIONS = {name: importlib.import_module(f"stages.{name}").PARAMS for name in ("filter_normalize", "train", "evaluate")}
@@ -81,7 +82,7 @@ def test_every_train_key_lands_in_exactly_one_config():
 
 def refusal_cases():
     for name, section in SECTIONS.items():
-        for key, value in params.refused_values(section):
+        for key, value in refused_values(section):
             yield pytest.param(name, key, value, id=f"{name}.{key}={quote(value, 30)}")
 
 
@@ -111,9 +112,9 @@ def test_rules_accept_their_edges_and_convert(rule, good, converted):
 
 @pytest.mark.parametrize("rule", [params.Real(0, 1), params.Integer(0, 1), params.Boolean(), params.Choice(("a",)),
                                   params.IntegerList(1, 2, 1, 2), params.Names(("a", "b"), 2), params.Hex(8),
-                                  params.Url()])
+                                  params.Url(), params.Mapping(("a", "b"), params.Hex(64))])
 def test_a_rule_refuses_every_value_it_lists(rule):
-    for value in rule.refused():
+    for value in refused(rule):
         with pytest.raises(params.Invalid):
             rule.check(value)
 

@@ -25,7 +25,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages import _model_file, _prepared, _read, _training_log, params
+from stages import _model_file, _prepared, _read, _training_log, params, paths
 from stages._io import StageError
 from tests.helpers.repo import ROOT
 
@@ -184,9 +184,9 @@ def test_a_mutated_split_is_read_or_refused_in_one_error(which, data):
     folder = Path(tempfile.mkdtemp(prefix="fuzz-"))
     cwd = Path.cwd()
     try:
-        (folder / _prepared.DATA).mkdir(parents=True)
-        (folder / _prepared.DATA / "test_images.npy").write_bytes(bad if which == "images" else GOOD_IMAGES)
-        (folder / _prepared.DATA / "test_labels.npy").write_bytes(bad if which == "labels" else GOOD_LABELS)
+        (folder / paths.PREPARED).mkdir(parents=True)
+        (folder / paths.PREPARED / "test_images.npy").write_bytes(bad if which == "images" else GOOD_IMAGES)
+        (folder / paths.PREPARED / "test_labels.npy").write_bytes(bad if which == "labels" else GOOD_LABELS)
         os.chdir(folder)
         images, labels = _prepared.read_split("test", 3)
         assert images.shape == (len(labels), 3072)
@@ -322,9 +322,9 @@ def test_a_postscript_file_named_jpg_reaches_no_external_program(tmp_path):
 
 def test_a_split_whose_npy_header_python_cannot_parse_is_refused_in_one_error(tmp_path, monkeypatch):
     """Found by the fuzzer: NumPy's header parser raises SyntaxError, which no reader expected."""
-    (tmp_path / _prepared.DATA).mkdir(parents=True)
-    (tmp_path / _prepared.DATA / "test_images.npy").write_bytes(GOOD_IMAGES[:11] + b"{" + GOOD_IMAGES[12:])
-    (tmp_path / _prepared.DATA / "test_labels.npy").write_bytes(GOOD_LABELS)
+    (tmp_path / paths.PREPARED).mkdir(parents=True)
+    (tmp_path / paths.PREPARED / "test_images.npy").write_bytes(GOOD_IMAGES[:11] + b"{" + GOOD_IMAGES[12:])
+    (tmp_path / paths.PREPARED / "test_labels.npy").write_bytes(GOOD_LABELS)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match=r"cannot read test data in data/prepared/ .*not a valid \.npy file"):
         _prepared.read_split("test", 3)

@@ -1,4 +1,4 @@
-"""stages.predict run as a user runs it (`python -m stages.predict`): how it fails. Reading the
+"""tools.predict run as a user runs it (`python -m tools.predict`): how it fails. Reading the
 image files is tested in tests/cifar10/test_images.py; that predict classifies as evaluate scored,
 in tests/pipeline/test_predict_vs_evaluate.py."""
 
@@ -14,7 +14,7 @@ def test_a_truncated_model_file_ends_in_one_line(tmp_path):
     model.write_bytes(b"PK\x03\x04" + b"\0" * 40)   # the start of a zip, cut short
     image = tmp_path / "x.png"
     image.write_bytes(b"")
-    done = subprocess.run([sys.executable, "-m", "stages.predict", "--model", str(model), str(image)],
+    done = subprocess.run([sys.executable, "-m", "tools.predict", "--model", str(model), str(image)],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
@@ -43,7 +43,7 @@ def test_predict_says_it_picks_among_the_trained_classes_and_names_them(tmp_path
     names = ["automobile", "bird", "horse"]
     tiny_model(tmp_path / "model.npz", names)
     Image.new("RGB", (40, 30), (200, 40, 160)).save(tmp_path / "flower.png")
-    cmd = [sys.executable, "-m", "stages.predict", "--model", str(tmp_path / "model.npz"), "--no-flip-tta",
+    cmd = [sys.executable, "-m", "tools.predict", "--model", str(tmp_path / "model.npz"), "--no-flip-tta",
            "--top", "2", str(tmp_path / "flower.png")]
     text = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
     assert text[0] == ("The model picks among the 3 classes it was trained on (automobile, bird, horse); "

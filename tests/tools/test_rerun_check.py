@@ -1,4 +1,4 @@
-"""stages.rerun_check's verdicts: the tolerance of each kind of metric, in-process. The check run
+"""tools.rerun_check's verdicts: the tolerance of each kind of metric, in-process. The check run
 end to end (a clone, `dvc repro --force`, the report and exit status) is
 tests/pipeline/test_rerun_check.py."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages import rerun_check
+from tools import rerun_check
 
 
 @pytest.mark.parametrize("key, old, new, fits", [

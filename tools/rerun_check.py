@@ -1,6 +1,6 @@
 """Rerun check: recompute the whole pipeline from the data and compare its metrics with HEAD's.
 
-    python -m stages.rerun_check [--mode auto|exact|tolerance] [--report PATH]   (or `make rerun-check`)
+    python -m tools.rerun_check [--mode auto|exact|tolerance] [--report PATH]   (or `make rerun-check`)
 
 1. `git clone` the repository's committed HEAD into a temporary folder and `dvc repro --force`
    there, so every stage runs (a plain `dvc repro` would reuse outputs that match dvc.lock) and
@@ -36,9 +36,9 @@ from pathlib import Path
 from stages import NEEDED_CPU_FLAGS, cpu_flags
 from stages._io import StageError
 from stages._read import read_yaml
+from stages.paths import LOCK, RERUN_REPORT
 
-DEFAULT_REPORT = Path("rerun-check/report.md")
-MAX_LOCK_BYTES = 16 << 20   # dvc.lock: about 10 KB
+MAX_LOCK_BYTES = 16 << 20   # dvc.lock: a few lines per dependency and output
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ class Tolerance:
 
 
 # The first matching row decides. Another BLAS (ARM, another library) changes float32 rounding,
-# and after thousands of SGD steps that moves a model about as much as another seed does (the
-# seed-to-seed spread of the results is in the README's results table).
+# and over a training run that moves a model as another seed does: compare the seed-to-seed
+# spread in the README's results table, which `make results` measures.
 TOLERANCES = (
     Tolerance("rate", r"(accuracy|precision|recall|f1)$", 0.01, 0,
               "accuracy, precision, recall, F1: 0.01 absolute, above seed-to-seed noise"),
@@ -130,7 +130,7 @@ def report(rows: list[Row], outputs: list[tuple[str, str, str]], exact: bool, co
         change = _fmt(r.new - r.old) if isinstance(r.old, (int, float)) and isinstance(r.new, (int, float)) else "-"
         lines.append(f"| {r.path}: {r.key} | {_fmt(r.old)} | {_fmt(r.new)} | {change} | {r.rule} | "
                      f"{'ok' if r.ok else '**differs**'} |")
-    lines += ["", "dvc.lock outputs whose hashes changed: " + ("none" if not outputs else "")]
+    lines += ["", f"{LOCK} outputs whose hashes changed: " + ("none" if not outputs else "")]
     if outputs:
         lines += ["", "| output | committed md5 | rerun md5 |", "| --- | --- | --- |"]
         lines += [f"| {p} | {a} | {b} |" for p, a, b in outputs]
@@ -166,7 +166,7 @@ def rerun_metrics(root: Path, workdir: Path) -> tuple[dict, dict, dict, str]:
     if done.returncode:
         raise CheckError(f"git clone of {root} failed: {done.stderr.strip()}")
     commit = run(["git", "rev-parse", "--short", "HEAD"], clone).stdout.strip()
-    committed_lock = read_lock(clone / "dvc.lock", commit)
+    committed_lock = read_lock(clone / LOCK, commit)
     dvc = str(Path(sys.executable).parent / "dvc")
     dvc = dvc if Path(dvc).exists() else "dvc"
     print(f"rerun-check: dvc repro --force of {commit} in {clone} ...", flush=True)
@@ -182,14 +182,14 @@ def rerun_metrics(root: Path, workdir: Path) -> tuple[dict, dict, dict, str]:
     # metrics/metrics.json `model` too
     tracked = set(run(["git", "ls-files"], clone).stdout.splitlines())
     diff = {path: keys for path, keys in json.loads(done.stdout or "{}").items() if path in tracked}
-    return diff, committed_lock, read_lock(clone / "dvc.lock", commit), commit
+    return diff, committed_lock, read_lock(clone / LOCK, commit), commit
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stages.rerun_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.rerun_check", description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=("auto", "exact", "tolerance"), default="auto",
                         help="auto: exact where the BLAS pin applies, else tolerance")
-    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help=f"markdown report (default {DEFAULT_REPORT})")
+    parser.add_argument("--report", type=Path, default=RERUN_REPORT, help=f"markdown report (default {RERUN_REPORT})")
     args = parser.parse_args(argv)
     exact = exact_mode_applies() if args.mode == "auto" else args.mode == "exact"
     root = Path(run(["git", "rev-parse", "--show-toplevel"], Path.cwd()).stdout.strip() or ".")

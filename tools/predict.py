@@ -1,7 +1,7 @@
 """Classify new images with the trained model.
 
-    python -m stages.predict IMAGE [IMAGE ...] [--model models/model.npz] [--top 3] [--json]
-                             [--flip-tta | --no-flip-tta]
+    python -m tools.predict IMAGE [IMAGE ...] [--model models/model.npz] [--top 3] [--json]
+                            [--flip-tta | --no-flip-tta]
 
 Not a pipeline stage: a command for users, built on the same core, model file and loader as
 `evaluate`. Each image (PNG, JPEG, ...) is read as `cifar10.images.read_image` describes,
@@ -29,16 +29,17 @@ from numpynet.data import normalize
 from stages import _model_file, evaluate
 from stages._io import StageError, quote, run_stage
 from stages.params import load
+from stages.paths import MODEL, PARAMS_FILE
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
-    parser.add_argument("--model", type=Path, default=Path("models/model.npz"), help="model file (default: %(default)s)")
+    parser.add_argument("--model", type=Path, default=MODEL, help="model file (default: %(default)s)")
     parser.add_argument("--top", type=int, default=3, help="how many classes to show per image (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
-                        help="average each image's prediction with its mirror's (default: params.yaml evaluate.flip_tta)")
+                        help=f"average each image's prediction with its mirror's (default: {PARAMS_FILE} evaluate.flip_tta)")
     return parser.parse_args(argv)
 
 
