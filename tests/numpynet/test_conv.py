@@ -9,6 +9,7 @@ from numpynet.conv import Conv2D, Flatten, GlobalMaxPool, MaxPool2D
 from numpynet.layers import Dense, ReLU
 from tests.helpers.gradcheck import check_layer_gradients, numerical_gradient, relative_error
 from tests.helpers.layouts import channels_last
+from tests.helpers.stacks import run_stack
 
 TOL = 1e-6
 
@@ -336,17 +337,6 @@ def test_feature_maps_stay_channels_last_through_the_stack():
     for layer in reversed(layers[1:]):
         grad = layer.backward(grad)
         assert grad.transpose(0, 2, 3, 1).flags.c_contiguous, layer.kind
-
-
-def run_stack(layers: list, x: np.ndarray, g: np.ndarray) -> list[bytes]:
-    """The bytes of the output, every gradient and dL/dx of one forward + backward."""
-    out = x
-    for layer in layers:
-        out = layer.forward(out, training=True)
-    grad = g
-    for layer in reversed(layers):
-        grad = layer.backward(grad)
-    return [out.tobytes(), grad.tobytes()] + [v.tobytes() for layer in layers for v in layer.grads.values()]
 
 
 def test_pool_then_relu_gives_the_bytes_of_relu_then_pool():
