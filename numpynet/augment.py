@@ -54,6 +54,21 @@ def flip_horizontal(images: np.ndarray, image_shape: Shape) -> np.ndarray:
     return np.ascontiguousarray(images.reshape(n, *image_shape)[..., ::-1]).reshape(n, -1)
 
 
+def translate_reflect(images: np.ndarray, image_shape: Shape, shift: int) -> np.ndarray:
+    """Move every image's content by `shift` pixels down and right (up and left when negative),
+    filling the uncovered border by reflection (torch's 'reflect' padding: the edge pixel is the
+    mirror axis, not repeated): the window [p - shift, p - shift + H) of the image reflect-padded
+    by p = |shift|, as airbench's test-time translations (shift 1 is its padded[0:32, 0:32]).
+
+    images (N, C*H*W) -> (N, C*H*W); used for test-time augmentation.
+    """
+    n = len(images)
+    c, h, w = image_shape
+    p = abs(shift)
+    padded = np.pad(images.reshape(n, c, h, w), ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
+    return np.ascontiguousarray(padded[:, :, p - shift:p - shift + h, p - shift:p - shift + w]).reshape(n, -1)
+
+
 def mixup(images: np.ndarray, targets: np.ndarray, alpha: float,
           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Mixup (Zhang et al., 2018): blend the batch with a shuffled copy of itself.

@@ -1,4 +1,4 @@
-"""Image layers for the from-scratch network: 3x3 convolution, 2x2 max pooling, flatten.
+"""Image layers for the from-scratch network: 3x3 convolution, 2x2 and global max pooling, flatten.
 
 Pure NumPy, no autograd. The maths is written out here, each backward rule beside its forward
 one, as plain functions over im2col / col2im:
@@ -136,6 +136,9 @@ class Conv2D(Layer):
 
     pool=True: followed by 2x2 max pooling, y (N, F, H/2, W/2), exactly what MaxPool2D would
     compute from the unpooled output, but inside the convolution's jobs; H and W must be even.
+
+    frozen=True: W is fixed (`frozen = ("W",)`: saved, never trained; only b trains), as for the
+    patch-whitening first layer whose W comes from `numpynet.whitening.whitening_weights`.
     """
 
     kind = "conv2d"
@@ -143,12 +146,13 @@ class Conv2D(Layer):
     eval_batch = 128  # images per forward when evaluating: their feature maps stay in cache, the im2col buffer small
 
     def __init__(self, in_channels: int, out_channels: int, rng: np.random.Generator | None = None,
-                 dtype: np.dtype = np.float32, pool: bool = False) -> None:
+                 dtype: np.dtype = np.float32, pool: bool = False, frozen: bool = False) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"Conv2D needs positive channel counts, got in_channels={in_channels!r}, "
                              f"out_channels={out_channels!r}")
         self.in_channels, self.out_channels, self.pool = in_channels, out_channels, pool
+        self.frozen = ("W",) if frozen else ()
         rng = rng if rng is not None else np.random.default_rng(0)
         fan_in = in_channels * KERNEL * KERNEL
         self.params = {"W": he_normal(rng, fan_in, (out_channels, in_channels, KERNEL, KERNEL), dtype),
@@ -178,9 +182,11 @@ class Conv2D(Layer):
         return dx
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels,
+        spec = {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels,
                 "pool": self.pool}
-
+        if self.frozen:   # written only when set: the specs of trainable convolutions stay as they were
+            spec["frozen"] = True
+        return spec
 
 
 class MaxPool2D(Layer):
@@ -208,6 +214,33 @@ class MaxPool2D(Layer):
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         return self._kernel.backward(grad_out)
+
+
+class GlobalMaxPool(Layer):
+    """Max over each whole feature map: x (N, C, H, W), any memory layout -> y (N, C), keeps dtype.
+
+        y[n, c] = max_{i, j} x[n, c, i, j]
+
+    Backward, as MaxPool2D's: dy[n, c] goes to the first (row-major) position (i, j) of the map
+    equal to the max, every other position gets 0; dx has the memory layout x had.
+    (airbench ends with MaxPool2d over its last 4x4 maps, then Flatten: the same numbers.)
+    """
+
+    kind = "global_maxpool"
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        n, c, h, w = x.shape
+        self._x_like = x
+        self._winner = x.reshape(n, c, h * w).argmax(axis=-1)     # (N, C), the first max
+        return np.take_along_axis(x.reshape(n, c, h * w), self._winner[..., None], axis=-1)[..., 0]
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """grad_out (N, C) -> dx (N, C, H, W)."""
+        n, c, _, w = self._x_like.shape
+        dx = np.zeros_like(self._x_like, dtype=grad_out.dtype)   # same memory layout as x
+        i, j = np.divmod(self._winner, w)
+        dx[np.arange(n)[:, None], np.arange(c), i, j] = grad_out
+        return dx
 
 
 class Flatten(Layer):

@@ -2,7 +2,10 @@
 
 A layer caches in `forward` what its `backward` needs. Trainable arrays live in
 `layer.params` (updated in place by the optimizer) and their gradients, same keys
-and shapes, in `layer.grads`. Arrays are float32 unless a test passes float64
+and shapes, in `layer.grads`. Two kinds of arrays are saved with the model but never
+trained: the keys of `params` a layer lists in `frozen` (a fixed kernel, such as a
+whitening convolution's), and `layer.buffers`, state that `forward` itself updates
+(a batch norm's running statistics). Arrays are float32 unless a test passes float64
 (the gradient check does); a layer keeps the dtype it is given.
 
 Shapes: N = batch size. Dense layers take (N, D); image layers take (N, C, H, W).
@@ -10,6 +13,7 @@ Shapes: N = batch size. Dense layers take (N, D); image layers take (N, C, H, W)
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -30,15 +34,19 @@ class Layer:
     """Base class: no parameters, identity spec.
 
     `weights` names the keys of `params` that multiply the input (kernels, matrices): weight
-    decay applies to them and not to the additive ones (biases)."""
+    decay applies to them and not to the additive ones (biases). `frozen` names the keys of
+    `params` that are saved but not trained (`Network.parameters` leaves them out). `buffers`
+    holds the non-trainable state `forward` updates (running statistics), saved with the model."""
 
     kind = "layer"
     weights: tuple[str, ...] = ()
+    frozen: tuple[str, ...] = ()
     eval_batch = 1000  # images per batch when a network evaluates: large products, bounded buffers
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         raise NotImplementedError
@@ -101,6 +109,35 @@ class ReLU(Layer):
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         # the derivative is 1 where the input was positive, 0 elsewhere (0 at exactly 0)
         return grad_out * self._mask
+
+
+class GELU(Layer):
+    """GELU, y = x * Phi(x) (Phi the standard normal CDF), elementwise; any shape, keeps dtype
+    and memory layout.
+
+    NumPy has no vectorized erf, so this is the tanh approximation (PyTorch's
+    `GELU(approximate='tanh')`; it differs from the exact GELU by less than 1e-3):
+
+        y = 0.5 x (1 + tanh u),   u = sqrt(2/pi) (x + 0.044715 x^3)
+
+    Backward, the exact derivative of that formula (d tanh u = (1 - tanh^2 u) du):
+
+        dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    """
+
+    kind = "gelu"
+    C = math.sqrt(2.0 / math.pi)
+    A = 0.044715
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self._x = x
+        self._tanh = np.tanh(self.C * (x + self.A * x ** 3))
+        return 0.5 * x * (1.0 + self._tanh)
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        x, t = self._x, self._tanh
+        du_dx = self.C * (1.0 + 3.0 * self.A * x * x)
+        return grad_out * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
 
 
 class Dropout(Layer):

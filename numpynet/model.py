@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from numpynet.layers import Dense, Dropout, Layer, Parameter, ReLU, Reshape
+from numpynet.layers import GELU, Dense, Dropout, Layer, Parameter, ReLU, Reshape
 
 
 class Network:
@@ -38,10 +38,22 @@ class Network:
             grad = self.layers[i].backward(grad, need_input_grad=i > 0)
 
     def parameters(self) -> Iterator[Parameter]:
-        """Every trainable array with its gradient, e.g. Parameter('layer0.W', W, dW, decay=True)."""
+        """Every trainable array with its gradient, e.g. Parameter('layer0.W', W, dW, decay=True);
+        the frozen ones (`Layer.frozen`) are left out, so no optimizer moves them."""
         for i, layer in enumerate(self.layers):
             for key, value in layer.params.items():
-                yield Parameter(f"layer{i}.{key}", value, layer.grads[key], key in layer.weights)
+                if key not in layer.frozen:
+                    yield Parameter(f"layer{i}.{key}", value, layer.grads[key], key in layer.weights)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Every array that defines the network, by model-file name: each layer's parameters,
+        trainable or frozen ('layer1.W'), then its buffers ('layer3.running_var'). The arrays
+        themselves, not copies: what a model file saves and loads, what Lookahead averages."""
+        arrays = {}
+        for i, layer in enumerate(self.layers):
+            for key, value in (*layer.params.items(), *layer.buffers.items()):
+                arrays[f"layer{i}.{key}"] = value
+        return arrays
 
     @property
     def eval_batch(self) -> int:
@@ -131,3 +143,41 @@ def build_cnn(image_shape: tuple[int, int, int], conv_channels: list[int], hidde
     layers.append(Flatten())
     head = build_mlp(c * h * w, hidden_sizes, n_classes, rng, dropout, dropout_rng, dtype)
     return Network(layers + head.layers)
+
+
+def build_frontier(image_shape: tuple[int, int, int], widths: tuple[int, int, int], n_classes: int,
+                   rng: np.random.Generator, whitening_images: np.ndarray | None = None,
+                   batchnorm_momentum: float = 0.4, batchnorm_eps: float = 1e-12,
+                   dtype: np.dtype = np.float32) -> Network:
+    """airbench94's network on flat rows (N, C*H*W), H and W divisible by 8:
+
+        reshape -> whitening Conv2D(C, 2*9C, frozen) -> GELU
+        -> 3 groups of [Conv2D(pool=True) -> BatchNorm2D -> GELU -> Conv2D -> BatchNorm2D -> GELU],
+           of `widths` channels (airbench: 64, 256, 256); each group halves H and W
+        -> GlobalMaxPool -> Dense(widths[-1], n_classes)
+
+    The whitening conv's W comes from `whitening_images` (N, C, H, W) when given
+    (`numpynet.whitening.whitening_weights`), else stays at its He-normal init until the caller
+    sets it. Batch norms as airbench's: no scale (gamma fixed at 1), momentum 0.4 (its 0.6 in
+    PyTorch's other convention), eps 1e-12. Differences from airbench: 3x3 zero-padded
+    whitening patches (its are 2x2, unpadded), He-normal convs (its are partly identity
+    kernels), conv and dense biases, no 1/9 logit scale; GELU in its tanh approximation."""
+    from numpynet.conv import KERNEL, Conv2D, GlobalMaxPool
+    from numpynet.norm import BatchNorm2D
+
+    c, h, w = image_shape
+    whiten = Conv2D(c, 2 * KERNEL * KERNEL * c, rng, dtype, frozen=True)
+    if whitening_images is not None:
+        from numpynet.whitening import whitening_weights
+
+        whiten.params["W"][...] = whitening_weights(whitening_images, dtype=dtype)
+    layers: list[Layer] = [Reshape((c, h, w)), whiten, GELU()]
+    c = whiten.out_channels
+    for width in widths:
+        layers += [Conv2D(c, width, rng, dtype, pool=True),
+                   BatchNorm2D(width, batchnorm_momentum, batchnorm_eps, scale=False, dtype=dtype), GELU(),
+                   Conv2D(width, width, rng, dtype),
+                   BatchNorm2D(width, batchnorm_momentum, batchnorm_eps, scale=False, dtype=dtype), GELU()]
+        c = width
+    layers += [GlobalMaxPool(), Dense(c, n_classes, rng, dtype)]
+    return Network(layers)

@@ -1,14 +1,16 @@
 """A network as a dict of plain arrays, and back: the model file's contents, checked.
 
-A model file is a plain `.npz` of arrays (no pickle): one entry per parameter
-(`layer3.W`), plus `architecture` (a JSON list of layer specs) and `meta` (a JSON object:
+A model file is a plain `.npz` of arrays (no pickle): one entry per array of
+`Network.state()` (each parameter, trainable or frozen: `layer3.W`; each buffer, the
+non-trainable state a layer updates itself: `layer5.running_var`), plus `architecture` (a
+JSON list of layer specs; a frozen conv's says `"frozen": true`) and `meta` (a JSON object:
 `input_shape` [C, H, W] of the images the network takes as rows, and whatever else the
 caller stores: class names, input normalization). `to_arrays` / `from_arrays` convert
 between a `Network` and that dict, so `evaluate`, `predict` and any user rebuild the model
 without repeating params. No file I/O here: `stages/_model_file.py` reads and writes the file.
 
 `from_arrays` treats the dict as untrusted: it checks every spec, every shape along the
-stack and every parameter before building anything, and raises `ModelFormatError` saying what
+stack and every parameter and buffer before building anything, and raises `ModelFormatError` saying what
 is wrong. It accepts the layer specs `build` writes (`Layer.spec`), nothing else.
 """
 
@@ -20,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from numpynet.conv import KERNEL, Conv2D, Flatten
-from numpynet.layers import Dense, Dropout, Layer, ReLU, Reshape
+from numpynet.conv import KERNEL, Conv2D, Flatten, GlobalMaxPool
+from numpynet.layers import GELU, Dense, Dropout, Layer, ReLU, Reshape
 from numpynet.model import Network
+from numpynet.norm import BatchNorm2D
 
 MAX_UNITS = 1 << 16       # widths and channel counts a model file may declare
 MAX_LAYERS = 256
@@ -36,7 +39,7 @@ class ModelFormatError(ValueError):
 
 def to_arrays(network: Network, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     """Everything needed to rebuild `network` as a dict of plain arrays (for np.savez)."""
-    arrays = {p.name: p.value for p in network.parameters()}
+    arrays = dict(network.state())
     arrays["architecture"] = np.array(json.dumps(network.architecture()))
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
     return arrays
@@ -82,7 +85,7 @@ def _check_layer(spec: Any, shape: tuple[int, ...], where: str) -> tuple[int, ..
         if shape != (n_in,):
             raise ModelFormatError(f"{where}: a dense layer of {n_in} inputs receives shape {shape}")
         return (n_out,)
-    if kind == "relu":
+    if kind in ("relu", "gelu"):
         return shape
     if kind == "dropout":
         rate = spec.get("rate")
@@ -102,15 +105,29 @@ def _check_layer(spec: Any, shape: tuple[int, ...], where: str) -> tuple[int, ..
         pool = spec.get("pool")
         if not isinstance(pool, bool):
             raise ModelFormatError(f"{where}: conv2d pool is {_short(pool)}; expected true or false")
+        if not isinstance(spec.get("frozen", False), bool):   # written only when true
+            raise ModelFormatError(f"{where}: conv2d frozen is {_short(spec['frozen'])}; expected true or false")
         if len(shape) != 3 or shape[0] != c_in:
             raise ModelFormatError(f"{where}: a conv2d layer of {c_in} input channels receives shape {shape}")
         if pool and (shape[1] % 2 or shape[2] % 2):
             raise ModelFormatError(f"{where}: a pooled conv2d needs images of even height and width, receives {shape}")
         return (c_out, shape[1] // 2, shape[2] // 2) if pool else (c_out, *shape[1:])
-    if kind == "flatten":
+    if kind == "batchnorm2d":
+        channels = _count(spec, "channels", where)
+        momentum, eps, scale = spec.get("momentum"), spec.get("eps"), spec.get("scale")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+            raise ModelFormatError(f"{where}: batchnorm2d momentum {_short(momentum)} is not in [0, 1]")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ModelFormatError(f"{where}: batchnorm2d eps {_short(eps)} is not in (0, 1)")
+        if not isinstance(scale, bool):
+            raise ModelFormatError(f"{where}: batchnorm2d scale is {_short(scale)}; expected true or false")
+        if len(shape) != 3 or shape[0] != channels:
+            raise ModelFormatError(f"{where}: a batchnorm2d layer of {channels} channels receives shape {shape}")
+        return shape
+    if kind in ("flatten", "global_maxpool"):
         if len(shape) != 3:
-            raise ModelFormatError(f"{where}: flatten needs (C, H, W) images, receives {shape}")
-        return (math.prod(shape),)
+            raise ModelFormatError(f"{where}: {kind} needs (C, H, W) images, receives {shape}")
+        return (math.prod(shape),) if kind == "flatten" else shape[:1]
     raise ModelFormatError(f"{where}: unknown layer kind {_short(kind)}")
 
 
@@ -120,7 +137,27 @@ def _param_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         return {"W": (spec["n_in"], spec["n_out"]), "b": (spec["n_out"],)}
     if spec["kind"] == "conv2d":
         return {"W": (spec["out_channels"], spec["in_channels"], KERNEL, KERNEL), "b": (spec["out_channels"],)}
+    if spec["kind"] == "batchnorm2d":
+        return {"beta": (spec["channels"],)} | ({"gamma": (spec["channels"],)} if spec["scale"] else {})
     return {}
+
+
+def _buffer_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The shapes of a checked layer spec's buffers (`Layer.buffers`: saved, not trained)."""
+    if spec["kind"] == "batchnorm2d":
+        return {"running_mean": (spec["channels"],), "running_var": (spec["channels"],)}
+    return {}
+
+
+def _check_array(arrays: dict[str, np.ndarray], name: str, expected: tuple[int, ...], what: str) -> None:
+    """arrays[name] is present, float, of shape `expected`, finite in float32."""
+    saved = arrays.get(name)
+    if saved is None or saved.shape != expected or saved.dtype.kind != "f":
+        got = "missing" if saved is None else f"{saved.dtype} {saved.shape}"
+        raise ModelFormatError(f"{what} {name} is {got}; expected float {expected}")
+    with np.errstate(over="ignore"):   # a float64 beyond float32's range becomes inf: checked as loaded
+        if not np.all(np.isfinite(saved.astype(np.float32))):
+            raise ModelFormatError(f"{what} {name} holds NaN, infinite values or values beyond float32's range")
 
 
 def _make_layer(spec: dict[str, Any]) -> Layer:
@@ -129,20 +166,23 @@ def _make_layer(spec: dict[str, Any]) -> Layer:
     if kind == "dense":
         return Dense(spec["n_in"], spec["n_out"])
     if kind == "conv2d":
-        return Conv2D(spec["in_channels"], spec["out_channels"], pool=spec["pool"])
+        return Conv2D(spec["in_channels"], spec["out_channels"], pool=spec["pool"], frozen=spec.get("frozen", False))
+    if kind == "batchnorm2d":
+        return BatchNorm2D(spec["channels"], spec["momentum"], spec["eps"], spec["scale"])
     if kind == "dropout":
         return Dropout(spec["rate"])
     if kind == "reshape":
         return Reshape(tuple(spec["shape"]))
-    return {"relu": ReLU, "flatten": Flatten}[kind]()
+    return {"relu": ReLU, "gelu": GELU, "flatten": Flatten, "global_maxpool": GlobalMaxPool}[kind]()
 
 
 def from_arrays(arrays: dict[str, np.ndarray]) -> tuple[Network, dict[str, Any]]:
     """Inverse of `to_arrays`: (network, meta), meta["input_shape"] a tuple (C, H, W).
 
     The dict is untrusted: every layer spec, the shapes along the stack, and every parameter
-    (present, float, of the declared shape, finite) are checked before anything is built, so
-    a crafted file cannot make this allocate much more than the arrays it holds."""
+    and buffer (present, float, of the declared shape, finite; a running variance positive) are
+    checked before anything is built, so a crafted file cannot make this allocate much more
+    than the arrays it holds."""
     specs = _json_entry(arrays, "architecture")
     meta = _json_entry(arrays, "meta")
     shape = meta.get("input_shape") if isinstance(meta, dict) else None
@@ -163,17 +203,14 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> tuple[Network, dict[str, Any]]
             raise ModelFormatError(f"its layers would hold over {4 * per_image / 2**20:.0f} MiB for each image they "
                                    f"evaluate; at most {MAX_IMAGE_BYTES >> 20} MiB")
         for key, expected in _param_shapes(spec).items():
-            saved = arrays.get(f"layer{i}.{key}")
-            if saved is None or saved.shape != expected or saved.dtype.kind != "f":
-                got = "missing" if saved is None else f"{saved.dtype} {saved.shape}"
-                raise ModelFormatError(f"parameter layer{i}.{key} is {got}; expected float {expected}")
-            with np.errstate(over="ignore"):   # a float64 beyond float32's range becomes inf: checked as loaded
-                if not np.all(np.isfinite(saved.astype(np.float32))):
-                    raise ModelFormatError(f"parameter layer{i}.{key} holds NaN, infinite values or values "
-                                           "beyond float32's range")
+            _check_array(arrays, f"layer{i}.{key}", expected, "parameter")
+        for key, expected in _buffer_shapes(spec).items():
+            _check_array(arrays, f"layer{i}.{key}", expected, "buffer")
+        if spec["kind"] == "batchnorm2d" and not np.all(arrays[f"layer{i}.running_var"].astype(np.float32) > 0):
+            raise ModelFormatError(f"buffer layer{i}.running_var holds values <= 0; a variance is positive")
     if specs[-1]["kind"] != "dense":
         raise ModelFormatError("the last layer is not dense; a model ends in a dense layer of logits")
     network = Network([_make_layer(spec) for spec in specs])
-    for p in network.parameters():
-        p.value[...] = arrays[p.name]
+    for name, value in network.state().items():
+        value[...] = arrays[name]
     return network, meta

@@ -43,3 +43,43 @@ class SGD:
                     step = np.copyto(self.scratch[i], v) or self.scratch[i]
             step *= p.dtype.type(lr)
             p -= step
+
+
+class Lookahead:
+    """Lookahead on the weights (airbench's `LookaheadState`): a slow copy, the EMA, that every
+    `every` steps moves part of the way towards the fast weights, which then restart from it:
+
+        ema = ema + (1 - decay) (w - ema)        (torch's ema.lerp_(w, 1 - decay))
+        w   = ema
+
+    decay 0 leaves w as it is; decay 1 sets w back to the EMA. airbench lerps every 5 steps with
+    decay = 0.95^5 (step / total_steps)^3 (`airbench_decay`), then once more with decay 1 at the
+    end. `arrays` are updated in place: pass `network.state().values()` to average every array
+    airbench does (its state_dict: weights and running statistics; frozen ones never move).
+    """
+
+    def __init__(self, arrays: list[np.ndarray], every: int = 5) -> None:
+        if every < 1:
+            raise ValueError(f"Lookahead every must be >= 1, got {every!r}")
+        self.arrays = list(arrays)
+        self.ema = [a.copy() for a in self.arrays]
+        self.every = every
+        self.steps = 0
+
+    def step(self, decay: float) -> None:
+        """Call after each optimizer step: every `every`-th call, `update(decay)`."""
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self.update(decay)
+
+    def update(self, decay: float) -> None:
+        """ema += (1 - decay) (w - ema); w = ema."""
+        for ema, w in zip(self.ema, self.arrays):
+            ema += ema.dtype.type(1.0 - decay) * (w - ema)
+            w[...] = ema
+
+
+def airbench_decay(step: int, total_steps: int) -> float:
+    """airbench94's Lookahead decay at `step` of `total_steps`: 0.95^5 (step / total_steps)^3,
+    from 0 (the EMA jumps to the weights) towards 0.77 at the end of training."""
+    return 0.95 ** 5 * (step / total_steps) ** 3

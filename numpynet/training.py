@@ -120,13 +120,13 @@ def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             history.append(record)
             if has_val and config.restore_best and record.val_accuracy > best_acc:
                 best_acc, best_epoch = record.val_accuracy, epoch
-                best_weights = [p.value.copy() for p in network.parameters()]
+                best_weights = [a.copy() for a in network.state().values()]   # running statistics too
             if on_epoch is not None:
                 on_epoch(record)
     restored = False
     if config.restore_best and best_weights is not None:
-        for p, saved in zip(network.parameters(), best_weights):
-            p.value[...] = saved
+        for value, saved in zip(network.state().values(), best_weights):
+            value[...] = saved
         restored = True
     return TrainResult(history, best_epoch, restored)
 

@@ -1,14 +1,15 @@
-"""Conv2D, MaxPool2D and Flatten: forward against naive loops, backward against centered finite
+"""Conv2D, MaxPool2D, GlobalMaxPool and Flatten: forward against naive loops, backward against centered finite
 differences in float64 (relative error < 1e-6), including MaxPool2D's tie rule."""
 
 import numpy as np
 import pytest
 
 from numpynet import parallel
-from numpynet.conv import Conv2D, Flatten, MaxPool2D
+from numpynet.conv import Conv2D, Flatten, GlobalMaxPool, MaxPool2D
 from numpynet.layers import Dense, ReLU
-from tests.helpers.gradcheck import numerical_gradient, relative_error
+from tests.helpers.gradcheck import check_layer_gradients, numerical_gradient, relative_error
 from tests.helpers.layouts import channels_last
+from tests.helpers.stacks import run_stack
 
 TOL = 1e-6
 
@@ -49,23 +50,6 @@ def float64_conv(c: int, f: int, seed: int = 0) -> Conv2D:
     layer = Conv2D(c, f, rng, dtype=np.float64)
     layer.params["b"][:] = rng.standard_normal(f)  # init is zero; a zero bias would hide bias bugs
     return layer
-
-
-def check_layer_gradients(layer, x: np.ndarray, seed: int = 1) -> None:
-    """Gradcheck every parameter and the input of `layer` on loss = sum(forward(x) * G)."""
-    g = np.random.default_rng(seed).standard_normal(layer.forward(x, training=True).shape)
-
-    def loss() -> float:
-        return float(np.sum(layer.forward(x, training=True) * g))
-
-    layer.forward(x, training=True)
-    dx = layer.backward(g)
-    analytic = {k: v.copy() for k, v in layer.grads.items()}
-    for key, p in layer.params.items():
-        err = relative_error(analytic[key], numerical_gradient(loss, p))
-        assert err < TOL, f"{type(layer).__name__} d{key}: relative error {err:.2e}"
-    err = relative_error(dx, numerical_gradient(loss, x))
-    assert err < TOL, f"{type(layer).__name__} dx: relative error {err:.2e}"
 
 
 # ---------------------------------------------------------------- Conv2D
@@ -247,6 +231,38 @@ def test_maxpool_rejects_odd_sizes_and_reports_spec():
     assert MaxPool2D().forward(np.zeros((1, 2, 4, 4), np.float32)).dtype == np.float32
 
 
+# ---------------------------------------------------------------- GlobalMaxPool
+
+
+def test_global_maxpool_forward_matches_naive_loop_in_any_layout():
+    x = np.random.default_rng(30).standard_normal((2, 3, 4, 5))
+    expected = [[max(x[n, c].ravel()) for c in range(3)] for n in range(2)]
+    for given in (x, channels_last(x)):
+        np.testing.assert_array_equal(GlobalMaxPool().forward(given), expected)
+    assert GlobalMaxPool().spec() == {"kind": "global_maxpool"}
+
+
+def test_global_maxpool_gradient_distinct_values_and_layout():
+    rng = np.random.default_rng(31)
+    x = (rng.permutation(2 * 3 * 4 * 4) * 0.01).reshape(2, 3, 4, 4)   # no two values within eps
+    check_layer_gradients(GlobalMaxPool(), x)
+    check_layer_gradients(GlobalMaxPool(), channels_last(x))
+    layer = GlobalMaxPool()
+    layer.forward(channels_last(x.astype(np.float32)), training=True)
+    dx = layer.backward(np.ones((2, 3), np.float32))
+    assert dx.dtype == np.float32 and dx.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def test_global_maxpool_ties_route_gradient_to_the_first_max_in_row_major_order():
+    x = np.array([[[[0.0, 2.0], [2.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]], [[0.0, 0.0], [3.0, 3.0]]]])  # (1, 3, 2, 2)
+    layer = GlobalMaxPool()
+    layer.forward(channels_last(x), training=True)
+    dx = layer.backward(np.array([[5.0, 6.0, 7.0]]))
+    expected = np.zeros_like(x)
+    expected[0, 0, 0, 1], expected[0, 1, 0, 0], expected[0, 2, 1, 0] = 5.0, 6.0, 7.0
+    np.testing.assert_array_equal(dx, expected)
+
+
 # ---------------------------------------------------------------- Flatten
 
 
@@ -321,17 +337,6 @@ def test_feature_maps_stay_channels_last_through_the_stack():
     for layer in reversed(layers[1:]):
         grad = layer.backward(grad)
         assert grad.transpose(0, 2, 3, 1).flags.c_contiguous, layer.kind
-
-
-def run_stack(layers: list, x: np.ndarray, g: np.ndarray) -> list[bytes]:
-    """The bytes of the output, every gradient and dL/dx of one forward + backward."""
-    out = x
-    for layer in layers:
-        out = layer.forward(out, training=True)
-    grad = g
-    for layer in reversed(layers):
-        grad = layer.backward(grad)
-    return [out.tobytes(), grad.tobytes()] + [v.tobytes() for layer in layers for v in layer.grads.values()]
 
 
 def test_pool_then_relu_gives_the_bytes_of_relu_then_pool():

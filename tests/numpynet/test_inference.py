@@ -1,11 +1,11 @@
 """numpynet.inference: class probabilities as evaluate and predict compute them, with and without
-test-time flip averaging."""
+test-time flip averaging, and with airbench's flip + translate views."""
 
 import numpy as np
 
 from numpynet.augment import flip_horizontal
 from numpynet.inference import class_probabilities
-from numpynet.model import build_mlp
+from numpynet.model import build_cnn, build_mlp
 
 SHAPE = (3, 32, 32)
 
@@ -40,3 +40,35 @@ def test_networks_evaluate_in_the_batches_their_layers_ask_for():
     assert acc == expected_acc
     p = softmax(whole.astype(np.float64))
     assert abs(loss - float(-np.mean(np.log(p[np.arange(300), y])))) < 1e-5
+
+
+def reflect(i: int, n: int) -> int:
+    """Index i of a row of n pixels reflected at the border (torch's 'reflect': -1 -> 1, n -> n - 2)."""
+    return -i if i < 0 else 2 * (n - 1) - i if i >= n else i
+
+
+def test_flip_and_translate_tta_are_airbench_six_weighted_views():
+    shape = (2, 4, 6)
+    c, h, w = shape
+    net = build_cnn(shape, [3], [4], 3, np.random.default_rng(4))
+    x = np.random.default_rng(5).standard_normal((3, c * h * w), dtype=np.float32)
+    images = x.reshape(3, c, h, w)
+
+    def view(shift: int, mirror: bool) -> np.ndarray:
+        """Each pixel (y, x) from pixel (y - shift, x - shift) of the (mirrored) image, reflected."""
+        out = np.empty_like(images)
+        for y in range(h):
+            for xx in range(w):
+                source = images[:, :, reflect(y - shift, h), reflect(xx - shift, w)]
+                out[:, :, y, w - 1 - xx if mirror else xx] = source
+        return out.reshape(3, -1)
+
+    p = {(shift, mirror): net.predict_proba(view(shift, mirror)) for shift in (0, 1, -1) for mirror in (False, True)}
+    expected = 0.25 * (p[0, False] + p[0, True]) + 0.125 * (p[1, False] + p[1, True] + p[-1, False] + p[-1, True])
+    np.testing.assert_allclose(class_probabilities(net, x, shape, flip_tta=True, translate_tta=True), expected,
+                               rtol=1e-6, atol=1e-7)
+    no_flip = 0.5 * p[0, False] + 0.25 * (p[1, False] + p[-1, False])
+    np.testing.assert_allclose(class_probabilities(net, x, shape, flip_tta=False, translate_tta=True), no_flip,
+                               rtol=1e-6, atol=1e-7)
+    assert np.array_equal(p[0, True], net.predict_proba(flip_horizontal(x, shape)))
+    assert not np.allclose(p[1, False], p[0, False])   # the translations are views of their own

@@ -1,13 +1,16 @@
-"""numpynet.layers (Dense, ReLU, Dropout, Reshape) and the MLP built from them: hand-written backward
+"""numpynet.layers (Dense, ReLU, GELU, Dropout, Reshape) and the MLP built from them: hand-written backward
 passes against centered finite differences (float64). The loss is in test_losses.py, the conv
 layers in test_conv.py."""
 
+import math
+
 import numpy as np
 
-from numpynet.layers import Dense, Dropout, ReLU, Reshape
+from numpynet.layers import GELU, Dense, Dropout, ReLU, Reshape
 from numpynet.losses import cross_entropy, softmax_cross_entropy
 from numpynet.model import Network, build_mlp
-from tests.helpers.gradcheck import numerical_gradient, relative_error
+from tests.helpers.gradcheck import check_layer_gradients, numerical_gradient, relative_error
+from tests.helpers.layouts import channels_last
 
 TOL = 1e-6
 
@@ -98,3 +101,24 @@ def test_reshape_round_trip_gradient():
     out = layer.forward(x)
     assert out.shape == (2, 3, 2, 2) and out[1, 2, 1, 0] == x[1, 10]
     assert np.array_equal(layer.backward(out * 2), x * 2)
+
+
+def test_gelu_is_the_tanh_approximation_close_to_x_phi_x():
+    x = np.linspace(-6, 6, 241)
+    y = GELU().forward(x)
+    tanh_form = [0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3))) for v in x]
+    np.testing.assert_allclose(y, tanh_form, rtol=1e-13, atol=1e-15)
+    exact = [v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x]   # x Phi(x)
+    assert np.max(np.abs(y - exact)) < 1e-3
+    assert GELU().spec() == {"kind": "gelu"}
+
+
+def test_gelu_gradient_and_layout():
+    x = channels_last(np.random.default_rng(3).standard_normal((2, 3, 4, 2)) * 3)
+    check_layer_gradients(GELU(), x)
+    x32 = x.astype(np.float32)   # astype keeps the memory layout
+    layer = GELU()
+    y = layer.forward(x32, training=True)
+    dx = layer.backward(np.ones_like(y))
+    for out in (y, dx):
+        assert out.dtype == np.float32 and out.transpose(0, 2, 3, 1).flags.c_contiguous

@@ -1,13 +1,16 @@
-"""numpynet.model_file: a network to arrays and back gives the same network; layer specs that
-`build` does not write are refused. The refusals of damaged, crafted and foreign files, through
-the stages that load them, are in tests/faults/test_model_files.py."""
+"""numpynet.model_file: a network to arrays and back gives the same network (the frontier network
+with its frozen whitening weights and batch-norm running statistics too); layer specs that
+`build` does not write, and missing or impossible buffers, are refused. The refusals of
+damaged, crafted and foreign files, through the stages that load them, are in
+tests/faults/test_model_files.py."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
-from numpynet.model import build_cnn
+from numpynet.model import build_cnn, build_frontier
 from numpynet.model_file import ModelFormatError, from_arrays, to_arrays
 
 SHAPE = (3, 8, 8)
@@ -45,3 +48,60 @@ def test_specs_build_does_not_write_are_refused(cnn_arrays, name):
     change(specs)
     with pytest.raises(ModelFormatError, match=fragment):
         from_arrays({**arrays, "architecture": np.array(json.dumps(specs))})
+
+
+@pytest.fixture
+def frontier_arrays():
+    shape = (3, 16, 16)
+    rng = np.random.default_rng(26)
+    images = rng.standard_normal((4, *shape), dtype=np.float32)
+    net = build_frontier(shape, (4, 8, 8), 3, np.random.default_rng(27), whitening_images=images)
+    net.forward(images.reshape(4, -1), training=True)   # running statistics off their init
+    return net, to_arrays(net, {"input_shape": list(shape)}), images.reshape(4, -1)
+
+
+def test_the_frontier_network_comes_back_with_frozen_weights_and_running_statistics(frontier_arrays):
+    net, arrays, x = frontier_arrays
+    assert "layer4.running_mean" in arrays and "layer4.running_var" in arrays and "layer1.W" in arrays
+    assert json.loads(str(arrays["architecture"]))[1]["frozen"] is True
+    loaded, _ = from_arrays(arrays)
+    assert loaded.architecture() == net.architecture()
+    assert loaded.layers[1].frozen == ("W",)
+    assert [p.name for p in loaded.parameters()] == [p.name for p in net.parameters()]
+    for name, value in net.state().items():
+        assert loaded.state()[name].tobytes() == value.tobytes(), name
+    assert loaded.forward(x).tobytes() == net.forward(x).tobytes()
+
+
+def _set(arrays, name, value):
+    return {**arrays, name: np.full_like(arrays[name], value)}
+
+
+def _spec_edit(arrays, i, **changes):
+    specs = json.loads(str(arrays["architecture"]))
+    specs[i].update(changes)
+    return {**arrays, "architecture": np.array(json.dumps(specs))}
+
+
+# name -> (an edit of the frontier's arrays, a fragment of the message)
+FRONTIER_REFUSED = {
+    "running-var-missing": (lambda a: {k: v for k, v in a.items() if k != "layer4.running_var"},
+                            "buffer layer4.running_var is missing; expected float (4,)"),
+    "running-mean-nan": (lambda a: _set(a, "layer4.running_mean", np.nan), "buffer layer4.running_mean holds NaN"),
+    "running-var-zero": (lambda a: _set(a, "layer4.running_var", 0.0), "running_var holds values <= 0"),
+    "running-var-wrong-shape": (lambda a: {**a, "layer4.running_var": np.ones(5, np.float32)},
+                                "buffer layer4.running_var is float32 (5,); expected float (4,)"),
+    "frozen-a-string": (lambda a: _spec_edit(a, 1, frozen="yes"), "conv2d frozen is 'yes'; expected true or false"),
+    "eps-zero": (lambda a: _spec_edit(a, 4, eps=0), "batchnorm2d eps 0 is not in (0, 1)"),
+    "momentum-above-one": (lambda a: _spec_edit(a, 4, momentum=2), "batchnorm2d momentum 2 is not in [0, 1]"),
+    "channels-mismatch": (lambda a: _spec_edit(a, 4, channels=5), "a batchnorm2d layer of 5 channels receives"),
+    "scale-without-gamma": (lambda a: _spec_edit(a, 4, scale=True), "parameter layer4.gamma is missing"),
+}
+
+
+@pytest.mark.parametrize("name", FRONTIER_REFUSED)
+def test_missing_or_impossible_buffers_and_new_specs_are_refused(frontier_arrays, name):
+    change, fragment = FRONTIER_REFUSED[name]
+    _, arrays, _ = frontier_arrays
+    with pytest.raises(ModelFormatError, match=re.escape(fragment)):
+        from_arrays(change(arrays))

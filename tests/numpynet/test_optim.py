@@ -1,5 +1,5 @@
-"""numpynet.optim: SGD variants against their textbook update rules, and weight decay against the
-gradient of the L2 penalty (finite differences, float64)."""
+"""numpynet.optim: SGD variants against their textbook update rules, weight decay against the
+gradient of the L2 penalty (finite differences, float64), and Lookahead's arithmetic by hand."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import pytest
 from numpynet.layers import Parameter
 from numpynet.losses import cross_entropy, softmax_cross_entropy
 from numpynet.model import build_mlp
-from numpynet.optim import SGD
+from numpynet.optim import SGD, Lookahead, airbench_decay
 from tests.helpers.gradcheck import numerical_gradient, relative_error
 
 TOL = 1e-6
@@ -70,3 +70,37 @@ def test_weight_decay_is_chosen_by_role_not_by_name():
     # layers: reshape, conv2d (pooled), relu, flatten, dense, relu, dense
     assert roles == {"layer1.W": True, "layer1.b": False, "layer4.W": True, "layer4.b": False,
                      "layer6.W": True, "layer6.b": False}
+
+
+def test_lookahead_lerps_every_k_steps_and_resets_the_weights_to_the_ema():
+    w = np.array([1.0, -2.0])
+    la = Lookahead([w], every=2)                 # ema = [1, -2]
+    w[...] = [3.0, 0.0]
+    la.step(decay=0.75)                          # step 1 of 2: nothing happens
+    assert w.tolist() == [3.0, 0.0] and la.ema[0].tolist() == [1.0, -2.0]
+    la.step(decay=0.75)                          # ema += 0.25 (w - ema) = [1.5, -1.5]; w = ema
+    assert w.tolist() == [1.5, -1.5] and la.ema[0].tolist() == [1.5, -1.5]
+    w[...] = [2.5, 0.5]
+    la.step(0.5)
+    la.step(0.5)                                 # ema += 0.5 ([2.5, 0.5] - [1.5, -1.5]) = [2, -0.5]
+    assert w.tolist() == [2.0, -0.5]
+    w[...] = [9.0, 9.0]
+    la.update(decay=1.0)                         # decay 1: back to the EMA, which stays put
+    assert w.tolist() == [2.0, -0.5]
+    w[...] = [9.0, 9.0]
+    la.update(decay=0.0)                         # decay 0: the EMA jumps to the weights
+    assert w.tolist() == [9.0, 9.0] and la.ema[0].tolist() == [9.0, 9.0]
+
+
+def test_lookahead_keeps_float32_and_airbench_decay_schedule():
+    w = np.ones(3, np.float32)
+    la = Lookahead([w], every=1)
+    w += 1
+    la.step(0.3)
+    assert w.dtype == la.ema[0].dtype == np.float32
+    np.testing.assert_allclose(w, 1 + 0.7, rtol=1e-7)
+    assert airbench_decay(0, 100) == 0.0
+    assert airbench_decay(50, 100) == pytest.approx(0.95 ** 5 / 8)
+    assert airbench_decay(100, 100) == pytest.approx(0.95 ** 5)
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        Lookahead([w], every=0)

@@ -82,3 +82,25 @@ def test_restore_best_keeps_the_best_validation_epoch():
     short, _, _, _ = train(TrainConfig(**{**config, "epochs": result.best_epoch}))
     for p, q in zip(net.parameters(), short.parameters()):
         assert np.array_equal(p.value, q.value)
+
+
+def test_restore_best_restores_the_running_statistics_too():
+    """A batch norm's running statistics are part of the best epoch's network (Network.state)."""
+    from numpynet.layers import Dense, Reshape
+    from numpynet.model import Network
+    from numpynet.norm import BatchNorm2D
+
+    def bn_net(config: TrainConfig):
+        x, y = separable()
+        streams = RandomStreams.from_seed(0)
+        net = Network([Reshape((6, 1, 1)), BatchNorm2D(6, momentum=0.5), Reshape((6,)), Dense(6, 2, streams.init)])
+        return net, fit(net, (x, y), shifted_validation(), config, streams, (1, 1, 6))
+
+    config = dict(learning_rate=0.05, batch_size=10, epochs=12)
+    net, result = bn_net(TrainConfig(**config, restore_best=True))
+    assert result.restored and 1 < result.best_epoch < 12, "the case needs a best epoch inside the run"
+    short, _ = bn_net(TrainConfig(**{**config, "epochs": result.best_epoch}))
+    assert list(net.state()) == ["layer1.beta", "layer1.gamma", "layer1.running_mean", "layer1.running_var",
+                                 "layer3.W", "layer3.b"]
+    for name, value in net.state().items():
+        assert np.array_equal(value, short.state()[name]), name

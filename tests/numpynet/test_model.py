@@ -1,0 +1,61 @@
+"""numpynet.model.build_frontier (airbench's network): its layers, a training forward and backward
+on a few 32x32 images, and the bytes of outputs and gradients of every new layer independent of
+the number of worker threads. The model-file round trip is in test_model_file.py."""
+
+import numpy as np
+
+from numpynet import parallel
+from numpynet.conv import Conv2D, GlobalMaxPool
+from numpynet.layers import GELU
+from numpynet.losses import softmax_cross_entropy
+from numpynet.model import build_frontier
+from numpynet.norm import BatchNorm2D
+from numpynet.optim import SGD
+from tests.helpers.layouts import channels_last
+from tests.helpers.stacks import run_stack
+
+SHAPE = (3, 32, 32)
+
+
+def test_frontier_layers_forward_backward_and_a_step():
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((6, *SHAPE), dtype=np.float32)
+    net = build_frontier(SHAPE, (8, 16, 16), 10, np.random.default_rng(1), whitening_images=images)
+    kinds = [layer.kind for layer in net.layers]
+    group = ["conv2d", "batchnorm2d", "gelu", "conv2d", "batchnorm2d", "gelu"]
+    assert kinds == ["reshape", "conv2d", "gelu", *group * 3, "global_maxpool", "dense"]
+    whiten = net.layers[1]
+    assert whiten.out_channels == 54 and whiten.frozen == ("W",)
+    assert all(layer.scale is False and layer.momentum == 0.4 and layer.eps == 1e-12
+               for layer in net.layers if isinstance(layer, BatchNorm2D))
+    assert [layer.pool for layer in net.layers if isinstance(layer, Conv2D)] == [False] + [True, False] * 3
+    x = images.reshape(6, -1)
+    logits = net.forward(x, training=True)
+    assert logits.shape == (6, 10) and logits.dtype == np.float32 and np.all(np.isfinite(logits))
+    net.backward(softmax_cross_entropy(logits, np.arange(6))[1])
+    params = list(net.parameters())
+    assert "layer1.W" not in [p.name for p in params] and "layer4.beta" in [p.name for p in params]
+    assert all(np.all(np.isfinite(p.grad)) for p in params)
+    assert np.any(net.layers[4].buffers["running_mean"] != 0)   # training moved the running statistics
+    frozen = whiten.params["W"].copy()
+    SGD(params, momentum=0.9, nesterov=True, weight_decay=5e-4).step(0.01)
+    np.testing.assert_array_equal(whiten.params["W"], frozen)
+    evaluated = net.forward(x)   # evaluation: the running statistics, in eval batches
+    assert evaluated.shape == (6, 10) and np.all(np.isfinite(evaluated))
+
+
+def test_new_layers_give_the_same_bytes_on_one_and_two_workers(monkeypatch):
+    monkeypatch.setattr(parallel, "JOB_ELEMENTS", 9 * 4 * 8 * 8 * 2)   # conv jobs of 2 images: 2, 2, 1
+    rng = np.random.default_rng(2)
+    x = channels_last(rng.standard_normal((5, 4, 8, 8), dtype=np.float32))
+    g = rng.standard_normal((5, 6), dtype=np.float32)
+    results = []
+    try:
+        for workers in (1, 2):
+            parallel.set_workers(workers)
+            layers = [Conv2D(4, 6, np.random.default_rng(3), pool=True), BatchNorm2D(6, momentum=0.4), GELU(),
+                      Conv2D(6, 6, np.random.default_rng(4)), BatchNorm2D(6, scale=True), GELU(), GlobalMaxPool()]
+            results.append(run_stack(layers, x, g) + [v.tobytes() for layer in layers for v in layer.buffers.values()])
+    finally:
+        parallel.set_workers(1)
+    assert results[0] == results[1]
