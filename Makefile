@@ -22,14 +22,17 @@ BASE ?= main
 repro: $(VENV)/.runtime-installed
 	dvc repro
 
+# the suite runs on $(TEST_WORKERS) worker processes (pytest-xdist), a module's tests on one worker
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.test-installed
 	ruff check .
-	python -m pytest
+	python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 # the edit-test loop: lint, unit and fault tests; no end-to-end runs of the dvc CLI (tests/pipeline/)
 test-fast: $(VENV)/.test-installed
 	ruff check .
-	python -m pytest --ignore=tests/pipeline
+	python -m pytest -n $(TEST_WORKERS) --dist loadscope --ignore=tests/pipeline
 
 # on GitHub's Ubuntu runners (.github/workflows/pipeline.yml): the preinstalled Chrome for
 # tests/pipeline/test_plots_offline.py, which runs it in a user namespace without network

@@ -181,8 +181,10 @@ def processes_in(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def stop_queue(repo: PipelineRepo, grace: float = 30.0) -> list[tuple[int, str]]:
+def stop_queue(repo: PipelineRepo, grace: float = 180.0) -> list[tuple[int, str]]:
     """`dvc queue stop --kill`, then wait up to `grace` s for every process of the repo to exit.
+    A worker that misses the stop (a busy machine) still exits by itself once it finds the queue
+    empty, which its monitor checks every 60 s (dvc-task's TemporaryWorker): `grace` allows that.
     Returns the ones still running then (and SIGKILLs them, so none outlives the test)."""
     repo.dvc("queue", "stop", "--kill", check=False, timeout=120)
     deadline = time.monotonic() + grace

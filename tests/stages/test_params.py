@@ -159,7 +159,8 @@ def test_a_broken_params_file_is_refused_as_a_whole(tmp_path, content, fragment)
     path.write_bytes(content)
     with pytest.raises(StageError) as err:
         params.load(SECTIONS["train"], path)
-    assert fragment in str(err.value) and len(str(err.value)) < 300
+    message = str(err.value).replace(str(path), "params.yaml")   # one line, however long the folder's name
+    assert fragment in message and len(message) < 300
 
 
 def test_a_hand_written_5e_4_is_the_number_dvc_reads(tmp_path):
