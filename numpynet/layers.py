@@ -131,7 +131,7 @@ class GELU(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._x = x
-        self._tanh = np.tanh(self.C * (x + self.A * x ** 3))
+        self._tanh = np.tanh(self.C * (x + self.A * (x * x * x)))   # not x ** 3: NumPy's float power is slow
         return 0.5 * x * (1.0 + self._tanh)
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:

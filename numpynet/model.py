@@ -14,7 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from numpynet.conv import KERNEL, Conv2D, Flatten, GlobalMaxPool
 from numpynet.layers import GELU, Dense, Dropout, Layer, Parameter, ReLU, Reshape
+from numpynet.losses import softmax
+from numpynet.norm import BatchNorm2D
+from numpynet.whitening import whitening_weights
 
 
 class Network:
@@ -68,8 +72,6 @@ class Network:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (N, K) for inputs x (N, ...), evaluated in batches."""
-        from numpynet.losses import softmax
-
         out = [softmax(logits) for _, logits in self.evaluate(x)]
         return np.concatenate(out) if out else np.zeros((0, self.n_outputs), np.float32)
 
@@ -133,8 +135,6 @@ def build_cnn(image_shape: tuple[int, int, int], conv_channels: list[int], hidde
     computes the same numbers as the usual conv -> ReLU -> pool (max and max(., 0) commute,
     and both orders send each gradient to the same element), with the ReLU on a quarter of
     the values."""
-    from numpynet.conv import Conv2D, Flatten
-
     c, h, w = image_shape
     layers: list[Layer] = [Reshape((c, h, w))]
     for out_c in conv_channels:
@@ -162,14 +162,9 @@ def build_frontier(image_shape: tuple[int, int, int], widths: tuple[int, int, in
     PyTorch's other convention), eps 1e-12. Differences from airbench: 3x3 zero-padded
     whitening patches (its are 2x2, unpadded), He-normal convs (its are partly identity
     kernels), conv and dense biases, no 1/9 logit scale; GELU in its tanh approximation."""
-    from numpynet.conv import KERNEL, Conv2D, GlobalMaxPool
-    from numpynet.norm import BatchNorm2D
-
     c, h, w = image_shape
     whiten = Conv2D(c, 2 * KERNEL * KERNEL * c, rng, dtype, frozen=True)
     if whitening_images is not None:
-        from numpynet.whitening import whitening_weights
-
         whiten.params["W"][...] = whitening_weights(whitening_images, dtype=dtype)
     layers: list[Layer] = [Reshape((c, h, w)), whiten, GELU()]
     c = whiten.out_channels

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers.files import glob_digests
 from tests.helpers.repo import ROOT, PipelineRepo
@@ -85,7 +86,10 @@ def test_the_readme_walkthrough_does_what_it_says(synthetic_archive, tmp_path):
             assert repo.params()["train"]["learning_rate"] == applied["params"]["params.yaml"]["data"]["train"]["learning_rate"]
             assert json.loads((repo.path / "metrics/metrics.json").read_text()) == \
                 applied["metrics"]["metrics/metrics.json"]["data"]
-            assert json.loads(repo.dvc("status", "--json").stdout) == {}, "the applied model does not match dvc.lock"
+            status = json.loads(repo.dvc("status", "--json").stdout)
+            lock = yaml.safe_load((repo.path / "dvc.lock").read_text())
+            assert status == {}, ("the applied model does not match dvc.lock", status, repo.params()["train"],
+                                  {n: s.get("params") for n, s in lock["stages"].items()}, runs)
             assert glob_digests(repo.path, *RESULTS) != committed
 
     assert any(c.startswith("dvc exp apply") for c in commands)
