@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: repro test test-fast fuzz compare ci-browser rerun-check pr-report bench bench-sweep remote exp-run exp-gather clean-venv
-.PHONY: results fault-suite-count bench-cnn bench-memory bench-blocks bench-conv bench-quickstart
+.PHONY: results fault-suite-count bench-cnn bench-memory bench-blocks bench-conv bench-frontier bench-quickstart
 
 # pr-report compares the workspace with this revision
 BASE ?= main
@@ -107,6 +107,9 @@ bench-blocks: $(VENV)/.test-installed
 
 bench-conv: $(VENV)/.test-installed
 	python -m benchmarks.bench_conv --profile
+
+bench-frontier: $(VENV)/.test-installed
+	python -m benchmarks.bench_frontier
 
 fault-suite-count: $(VENV)/.test-installed
 	python -m benchmarks.fault_suite
