@@ -83,22 +83,31 @@ class Network:
         return [layer.spec() for layer in self.layers]
 
 
-MODEL_KINDS = ("mlp", "cnn")
+MODEL_KINDS = ("mlp", "cnn", "frontier")
+WHITENING_IMAGES = 5000   # training images whose 3x3 patches set the frontier network's whitening (airbench94's count)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """What to build: the architecture part of the `train` params."""
 
-    model: str = "mlp"                               # mlp | cnn
-    conv_channels: tuple[int, ...] = (32, 64, 128)   # cnn: a 3x3 conv, 2x2 max pooling and ReLU each
+    model: str = "mlp"                               # mlp | cnn | frontier
+    conv_channels: tuple[int, ...] = (32, 64, 128)   # cnn: a 3x3 conv, 2x2 max pooling and ReLU each;
+                                                     # frontier: the widths of its conv groups
     hidden_sizes: tuple[int, ...] = (128, 64)        # ReLU hidden layers (the dense head, for cnn)
     dropout: float = 0.0                             # inverted dropout after each hidden layer
 
 
 def build(spec: ModelSpec, image_shape: tuple[int, int, int], n_classes: int, rng: np.random.Generator,
-          dropout_rng: np.random.Generator | None = None) -> Network:
-    """The network `spec` describes, for images `image_shape` (C, H, W) given as flat rows."""
+          dropout_rng: np.random.Generator | None = None, train_images: np.ndarray | None = None) -> Network:
+    """The network `spec` describes, for images `image_shape` (C, H, W) given as flat rows.
+    frontier whitens with the patch statistics of the first `WHITENING_IMAGES` of `train_images`
+    (rows (N, C*H*W)), which it needs."""
+    if spec.model == "frontier":
+        if train_images is None or len(train_images) == 0:
+            raise ValueError("the frontier network needs training images to set its whitening layer")
+        whitening = train_images[:WHITENING_IMAGES].reshape(-1, *image_shape)
+        return build_frontier(image_shape, tuple(spec.conv_channels), n_classes, rng, whitening)
     if spec.model == "cnn":
         return build_cnn(image_shape, list(spec.conv_channels), list(spec.hidden_sizes), n_classes, rng,
                          spec.dropout, dropout_rng)

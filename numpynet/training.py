@@ -15,7 +15,7 @@ import numpy as np
 from numpynet import augment
 from numpynet.losses import cross_entropy, soft_targets, softmax_cross_entropy
 from numpynet.model import Network
-from numpynet.optim import SGD
+from numpynet.optim import SGD, Lookahead, airbench_decay
 from numpynet.schedules import Schedule
 
 
@@ -36,6 +36,7 @@ class TrainConfig:
     restore_best: bool = False   # keep the weights of the best-validation-accuracy epoch
     label_smoothing: float = 0.0  # targets 1 - eps + eps/K and eps/K instead of one-hot (0 = off)
     mixup_alpha: float = 0.0     # mixup of each batch with weight ~ Beta(alpha, alpha) (0 = off)
+    lookahead: bool = False      # airbench94's Lookahead on every array of the network (optim.Lookahead)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
     schedule = Schedule.per_epoch(config.lr_schedule, config.learning_rate, config.epochs, steps_per_epoch,
                                   config.warmup_epochs, config.lr_step_epochs, config.lr_gamma)
     optimizer = SGD(list(network.parameters()), config.momentum, config.nesterov, config.weight_decay)
+    lookahead = Lookahead(list(network.state().values())) if config.lookahead else None
+    total_steps = config.epochs * steps_per_epoch
     has_val = val is not None and len(val[0]) > 0
     n_classes = network.n_outputs
     history: list[EpochRecord] = []
@@ -115,6 +118,10 @@ def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
                 lr = schedule(step)
                 loss_sum += train_step(network, optimizer, xb, targets, lr, epoch, step)
                 step += 1
+                if lookahead is not None:
+                    lookahead.step(airbench_decay(step, total_steps))
+            if lookahead is not None and epoch == config.epochs:
+                lookahead.update(1.0)   # the last weights are the average's, as airbench ends
             val_loss, val_acc = evaluate_loss_accuracy(network, *val) if has_val else (None, None)
             record = EpochRecord(epoch, loss_sum / steps_per_epoch, val_loss, val_acc, lr)
             history.append(record)

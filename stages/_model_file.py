@@ -33,18 +33,18 @@ MAX_ENTRIES = 1024
 @dataclass(frozen=True)
 class Model:
     network: Network
-    kind: str                          # mlp | cnn
+    kind: str                          # mlp | cnn | frontier
     class_names: list[str]             # output k is class_names[k]
     normalization: dict[str, Any]      # {"method", "mean": [C], "std": [C]} in pixel units
     input_shape: tuple[int, int, int]  # (C, H, W) of the images, given to the network as rows
     path: Path | None = None
 
-    def probabilities(self, x: np.ndarray, flip_tta: bool) -> np.ndarray:
+    def probabilities(self, x: np.ndarray, flip_tta: bool, translate_tta: bool = False) -> np.ndarray:
         """Class probabilities (N, K) for normalized rows x (N, C*H*W), as evaluate and predict give
         them; StageError if the model's outputs are not finite (weights within float32's range
         can still overflow on the way), so no NaN becomes a metric or a prediction."""
         with np.errstate(over="ignore", invalid="ignore"):
-            proba = class_probabilities(self.network, x, self.input_shape, flip_tta)
+            proba = class_probabilities(self.network, x, self.input_shape, flip_tta, translate_tta)
         if not np.isfinite(proba).all():
             raise StageError(f"{self.path}: the model's outputs overflow (its weights are too large for float32 "
                              "arithmetic); it is not a model train writes: rebuild it with `dvc repro train`")

@@ -45,6 +45,8 @@ from stages.paths import (
 
 PARAMS = Section("evaluate", (
     Param("flip_tta", Boolean(), "test-time augmentation: average the predictions for each image and its mirror"),
+    Param("translate_tta", Boolean(), "test-time augmentation: and of its copies moved one pixel down-right and "
+          "up-left (airbench94's; with flip_tta, six views)"),
 ))
 GALLERY_SIZE = 16
 
@@ -88,7 +90,7 @@ def summary(report: dict, record: _training_log.TrainingRecord) -> dict:
 
 
 def main() -> None:
-    flip_tta = load(PARAMS)["flip_tta"]
+    values = load(PARAMS)
     model = _model_file.load(MODEL)
     record = _training_log.read()
     names = model.class_names
@@ -97,7 +99,7 @@ def main() -> None:
         raise StageError(f"the test data in {PREPARED}/ has rows of {x_test.shape[1]} values, the model takes "
                          f"{math.prod(model.input_shape)}; rerun `dvc repro`")
 
-    proba = model.probabilities(x_test, flip_tta)
+    proba = model.probabilities(x_test, values["flip_tta"], values["translate_tta"])
     y_pred = proba.argmax(axis=1)
     report = classification_report(y_test, y_pred, names)
     metrics = ("precision", "recall", "f1")

@@ -23,7 +23,8 @@ from stages.paths import MODEL, PARAMS_FILE, prepared_arrays
 
 PARAMS = Section("train", (
     Param("model", Choice(MODEL_KINDS), "the network"),
-    Param("conv_channels", IntegerList(1, 5, 1, 1024), "cnn: one 3x3 conv + ReLU + 2x2 max-pool block per entry"),
+    Param("conv_channels", IntegerList(1, 5, 1, 1024),
+          "cnn: one 3x3 conv + ReLU + 2x2 max-pool block per entry; frontier: the widths of its conv groups"),
     Param("hidden_sizes", IntegerList(1, 8, 1, 16384), "widths of the ReLU hidden layers"),
     Param("learning_rate", Real(0, 10, "right"), "base learning rate"),
     Param("batch_size", Integer(1, 65536), "images per SGD step"),
@@ -42,6 +43,7 @@ PARAMS = Section("train", (
     Param("restore_best", Boolean(), "keep the weights of the best-validation-accuracy epoch"),
     Param("label_smoothing", Real(0, 1, "left"), "targets 1 - eps + eps/K and eps/K instead of one-hot"),
     Param("mixup_alpha", Real(0, 1000), "mixup with weight ~ Beta(alpha, alpha), 0 = off"),
+    Param("lookahead", Boolean(), "airbench94's Lookahead: every 5 steps the weights move to their running average"),
 ), checks=(
     Check(lambda v: not v["nesterov"] or v["momentum"] > 0,
           "nesterov is true but momentum is 0; set a momentum, e.g. 0.9, or nesterov: false"),
@@ -91,7 +93,7 @@ def main() -> None:
 
     try:
         try:
-            network = build(spec, IMAGE_SHAPE, len(class_names), streams.init, streams.dropout)
+            network = build(spec, IMAGE_SHAPE, len(class_names), streams.init, streams.dropout, train[0])
             recorder = _training_log.Recorder()
             result = fit(network, train, val, config, streams, IMAGE_SHAPE, on_epoch)
         finally:
@@ -104,7 +106,7 @@ def main() -> None:
         if recorder is not None:
             recorder.discard()   # the earlier record back, as the earlier model stays
         if isinstance(err, MemoryError):
-            sizes = (f"conv_channels {list(spec.conv_channels)}, " if spec.model == "cnn" else "") + \
+            sizes = (f"conv_channels {list(spec.conv_channels)}, " if spec.model != "mlp" else "") + \
                 f"hidden_sizes {list(spec.hidden_sizes)}, batch_size {config.batch_size}"
             raise StageError(f"{PARAMS_FILE}: train: the network ({sizes}) does not fit in memory; "
                              "choose smaller train.hidden_sizes (or conv_channels / batch_size)") from None

@@ -3,14 +3,16 @@ on a few 32x32 images, and the bytes of outputs and gradients of every new layer
 the number of worker threads. The model-file round trip is in test_model_file.py."""
 
 import numpy as np
+import pytest
 
 from numpynet import parallel
 from numpynet.conv import Conv2D, GlobalMaxPool
 from numpynet.layers import GELU
 from numpynet.losses import softmax_cross_entropy
-from numpynet.model import build_frontier
+from numpynet.model import WHITENING_IMAGES, ModelSpec, build, build_frontier
 from numpynet.norm import BatchNorm2D
 from numpynet.optim import SGD
+from numpynet.whitening import whitening_weights
 from tests.helpers.layouts import channels_last
 from tests.helpers.stacks import run_stack
 
@@ -59,3 +61,18 @@ def test_new_layers_give_the_same_bytes_on_one_and_two_workers(monkeypatch):
     finally:
         parallel.set_workers(1)
     assert results[0] == results[1]
+
+
+def test_build_makes_the_frontier_network_whitened_by_the_first_training_images():
+    rng = np.random.default_rng(3)
+    images = rng.standard_normal((40, 3 * 8 * 8), dtype=np.float32)
+    spec = ModelSpec(model="frontier", conv_channels=(4, 8))
+    network = build(spec, (3, 8, 8), 5, np.random.default_rng(0), train_images=images)
+    kinds = [layer.kind for layer in network.layers]
+    assert kinds.count("conv2d") == 5 and kinds.count("batchnorm2d") == 4 and kinds[-1] == "dense"
+    whiten = network.layers[1]
+    assert whiten.frozen and whiten.params["W"].shape == (54, 3, 3, 3)
+    np.testing.assert_array_equal(whiten.params["W"], whitening_weights(images[:WHITENING_IMAGES].reshape(-1, 3, 8, 8)))
+    assert network.forward(images[:2]).shape == (2, 5)
+    with pytest.raises(ValueError, match="needs training images"):
+        build(spec, (3, 8, 8), 5, np.random.default_rng(0))

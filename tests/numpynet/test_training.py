@@ -7,6 +7,7 @@ import pytest
 
 from numpynet import training
 from numpynet.model import build_mlp
+from numpynet.optim import SGD, Lookahead, airbench_decay
 from numpynet.training import RandomStreams, TrainConfig, fit
 
 
@@ -104,3 +105,26 @@ def test_restore_best_restores_the_running_statistics_too():
                                  "layer3.W", "layer3.b"]
     for name, value in net.state().items():
         assert np.array_equal(value, short.state()[name]), name
+
+
+def test_lookahead_follows_every_sgd_step_and_the_run_ends_on_the_average():
+    """fit with lookahead is exactly: SGD step, then Lookahead.step with airbench's decay, and a
+    last update with decay 1 (the weights become the average)."""
+    config = TrainConfig(batch_size=6, epochs=2, learning_rate=0.1, lookahead=True)
+    net, _, x, y = train(config)
+    plain, _, _, _ = train(TrainConfig(batch_size=6, epochs=2, learning_rate=0.1))
+
+    streams = RandomStreams.from_seed(0)                  # the same run, written out
+    by_hand = build_mlp(x.shape[1], [8], 2, streams.init)
+    optimizer = SGD(list(by_hand.parameters()))
+    lookahead = Lookahead(list(by_hand.state().values()))
+    step, total = 0, 2 * 10
+    for epoch in (1, 2):
+        for xb, yb in training.batches(x, y, 6, streams.shuffle):
+            training.train_step(by_hand, optimizer, xb, yb, 0.1, epoch, step)
+            step += 1
+            lookahead.step(airbench_decay(step, total))
+    lookahead.update(1.0)
+    for name, value in net.state().items():
+        np.testing.assert_array_equal(value, by_hand.state()[name], err_msg=name)
+    assert any(not np.array_equal(value, plain.state()[name]) for name, value in net.state().items())

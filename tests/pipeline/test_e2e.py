@@ -172,3 +172,21 @@ def test_cnn_model_trains_and_evaluates_without_param_changes_in_evaluate(archiv
     pooled = [s for s in network.architecture() if s["kind"] == "conv2d" and s["pool"]]
     assert meta["model"] == "cnn" and kinds.count("conv2d") == 2 and len(pooled) == 2
     assert sum(sum(r.values()) for r in confusion_counts(repo).values()) == 60
+
+
+def test_frontier_model_trains_with_lookahead_and_evaluates_with_translate_tta(archive, tmp_path):
+    """The frontier network through the real stages: its whitening from the training split, its
+    BatchNorm statistics and frozen weights in the model file, airbench's six-view test-time
+    augmentation in evaluate and predict."""
+    repo = PipelineRepo.create(tmp_path / "repo", *archive,
+                               train={"model": "frontier", "conv_channels": [4, 8], "epochs": 2, "lookahead": True},
+                               evaluate={"flip_tta": True, "translate_tta": True})
+    repo.dvc("repro")
+    network, meta = from_arrays(load_npz(repo.path / "models/model.npz"))
+    kinds = [s["kind"] for s in network.architecture()]
+    assert meta["model"] == "frontier" and kinds.count("batchnorm2d") == 4 and "global_maxpool" in kinds
+    assert network.architecture()[1] == {"kind": "conv2d", "in_channels": 3, "out_channels": 54, "pool": False,
+                                         "frozen": True}
+    running = [v for k, v in network.state().items() if k.endswith("running_var")]
+    assert running and all(np.all(v > 0) and not np.all(v == 1) for v in running)   # trained statistics
+    assert sum(sum(r.values()) for r in confusion_counts(repo).values()) == 60
