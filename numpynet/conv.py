@@ -73,10 +73,13 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, b: np.ndarray) -> tuple[np
     backward; computed in W's dtype.
 
     y[n, f, i, j] = b[f] + sum_{c, ky, kx} W[f, c, ky, kx] * x[n, c, i + ky - 1, j + kx - 1],
-    x zero outside the image: one matmul, Y_col = X_col @ W_col + b."""
-    n, _, h, w = x.shape
+    x zero outside the image: one matmul, Y_col = X_col @ W_col + b, computed in the kernel's
+    jobs (`_rows`: BLAS may round a product differently by its shape, so the plain maths
+    multiplies the same blocks as the kernel and the two agree bit for bit)."""
+    n, c, h, w = x.shape
     x_col = im2col(x.astype(weight.dtype, copy=False))
-    y_col = x_col @ weight_matrix(weight) + b                              # (N*H*W, F)
+    w_col = weight_matrix(weight)
+    y_col = np.concatenate([x_col[r] @ w_col for r in _rows(n, c, h, w)]) + b    # (N*H*W, F)
     return y_col.reshape(n, h, w, -1).transpose(0, 3, 1, 2), x_col
 
 
@@ -85,19 +88,28 @@ def conv2d_backward(dy: np.ndarray, x_col: np.ndarray, weight: np.ndarray
     """dy (N, F, H, W) = dL/dy, X_col (N*H*W, 9C) of the forward, W (F, C, 3, 3)
     -> dW (F, C, 3, 3), db (F,), dx (N, C, H, W), in W's dtype.
 
-    Two sums are written in the order the kernel computes them, which makes the two bit for
-    bit equal: dW is summed job by job (`parallel.batch_jobs`: one partial product per run of
-    images, added in order), and db is a matrix-vector product with a vector of ones."""
+    The sums and products are cut as the kernel cuts them, which makes the two bit for bit
+    equal: dW is summed job by job (one partial product per run of images, added in order), db
+    is a matrix-vector product with a vector of ones, and dX_col is multiplied job by job, or,
+    when C < W (the kernel's "K-major" layout), as one `parallel.matmul` of W_col dY_col^T."""
     n, f, h, w = dy.shape
     c = weight.shape[1]
     dy_col = dy.transpose(0, 2, 3, 1).reshape(n * h * w, f).astype(weight.dtype, copy=False)
-    jobs = parallel.batch_jobs(n, KERNEL * KERNEL * c * h * w)
-    rows = [slice(job.start * h * w, job.stop * h * w) for job in jobs]
+    w_col = weight_matrix(weight)
+    rows = _rows(n, c, h, w)
     dw_col = np.sum([x_col[r].T @ dy_col[r] for r in rows], axis=0)      # dW = X_col^T dY_col
     db = np.ones(n * h * w, dy_col.dtype) @ dy_col                        # db = sum of dY
-    dx_col = dy_col @ weight_matrix(weight).T                             # dX_col = dY_col W_col^T
+    if c >= w:                                                            # dX_col = dY_col W_col^T
+        dx_col = np.concatenate([dy_col[r] @ w_col.T for r in rows])
+    else:
+        dx_col = parallel.matmul(w_col, dy_col.T).T
     dw = dw_col.reshape(KERNEL, KERNEL, c, f).transpose(3, 2, 0, 1)
     return dw, db, col2im(dx_col, (n, c, h, w))
+
+
+def _rows(n: int, c: int, h: int, w: int) -> list[slice]:
+    """The rows of X_col (N*H*W, 9C) of each of the kernel's jobs (runs of images)."""
+    return [slice(job.start * h * w, job.stop * h * w) for job in parallel.batch_jobs(n, KERNEL * KERNEL * c * h * w)]
 
 
 def _windows(x: np.ndarray) -> np.ndarray:

@@ -3,12 +3,18 @@ output and every gradient against `conv2d_forward` / `conv2d_backward` / `maxpoo
 `maxpool2d_backward` on the same random float32 inputs, over several jobs, eval batches and
 worker counts. (test_conv.py checks the maths itself: naive loops and finite differences.)"""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from numpynet import parallel
 from numpynet.conv import Conv2D, MaxPool2D, conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
 from tests.helpers.layouts import channels_last
+from tests.helpers.repo import ROOT
 
 # (N, C, H, W, F): C < W takes the kernel's K-major col2im, C >= W its channels-last one
 SHAPES = [(5, 3, 8, 8, 4), (4, 8, 4, 4, 6), (3, 5, 6, 10, 7), (2, 1, 2, 2, 1)]
@@ -95,3 +101,46 @@ def test_maxpool_kernel_gives_the_plain_maths_values(shape, ties):
         plain = maxpool2d_backward(g, x)
         assert np.array_equal(dx, plain)
         assert_same_bits(dx + np.float32(0.0), plain, "dx (zeros made positive)")  # -0.0 + 0.0 = +0.0
+
+
+# Under the BLAS the stages load (stages/__init__.py: Haswell kernels, one BLAS thread), which this
+# test process cannot (it loaded NumPy first), with the pipeline's own sizes: a product of other
+# blocks rounds differently there, which small shapes and another BLAS do not show.
+PIPELINE_PROBE = """
+import stages, json
+import numpy as np
+from numpynet import parallel
+from numpynet.conv import Conv2D, conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
+parallel.set_workers(stages.threads())
+rng = np.random.default_rng(0)
+differ = []
+for n, c, h, w, f in [(8, 3, 32, 32, 32), (8, 32, 16, 16, 64), (4, 64, 16, 16, 256), (8, 256, 8, 8, 256),
+                      (4, 3, 32, 32, 54)]:
+    for pool in (False, True):
+        layer = Conv2D(c, f, rng, pool=pool)
+        x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+        y = layer.forward(x, training=True)
+        g = rng.standard_normal(y.shape, dtype=np.float32)
+        dx = layer.backward(g)
+        y_plain, x_col = conv2d_forward(x, layer.params["W"], layer.params["b"])
+        dy = g
+        if pool:
+            y_plain, dy = maxpool2d_forward(y_plain), maxpool2d_backward(g, y_plain)
+        dw, db, dx_plain = conv2d_backward(dy, x_col, layer.params["W"])
+        for name, fast, plain in (("y", y, y_plain), ("dW", layer.grads["W"], dw), ("db", layer.grads["b"], db),
+                                  ("dx", dx, dx_plain)):
+            if not np.array_equal(fast, plain):
+                differ.append(f"{name} of {(n, c, h, w, f)} pool={pool}")
+print(json.dumps({"threads": parallel.workers(), "differ": differ}))
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_and_plain_maths_agree_under_the_stages_blas_at_the_pipelines_sizes(threads):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    env["OPENBLAS_NUM_THREADS"] = str(threads)
+    done = subprocess.run([sys.executable, "-c", PIPELINE_PROBE], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result == {"threads": threads, "differ": []}
