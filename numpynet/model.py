@@ -35,11 +35,13 @@ class Network:
     def backward(self, grad_logits: np.ndarray) -> None:
         """Backpropagate dL/dlogits (N, K), filling every layer's `grads`.
 
-        The input gradient of the first layer is never needed, so it is not computed.
+        No gradient flows below the first layer with parameters (the layers under it have none to
+        train), so that layer's input gradient is not computed, nor the backward of those below.
         """
+        first = next((i for i, layer in enumerate(self.layers) if layer.params), 0)
         grad = grad_logits
-        for i in range(len(self.layers) - 1, -1, -1):
-            grad = self.layers[i].backward(grad, need_input_grad=i > 0)
+        for i in range(len(self.layers) - 1, first - 1, -1):
+            grad = self.layers[i].backward(grad, need_input_grad=i > first)
 
     def parameters(self) -> Iterator[Parameter]:
         """Every trainable array with its gradient, e.g. Parameter('layer0.W', W, dW, decay=True);
@@ -154,7 +156,7 @@ def build_cnn(image_shape: tuple[int, int, int], conv_channels: list[int], hidde
     return Network(layers + head.layers)
 
 
-def build_frontier(image_shape: tuple[int, int, int], widths: tuple[int, int, int], n_classes: int,
+def build_frontier(image_shape: tuple[int, int, int], conv_channels: tuple[int, ...], n_classes: int,
                    rng: np.random.Generator, whitening_images: np.ndarray | None = None,
                    batchnorm_momentum: float = 0.4, batchnorm_eps: float = 1e-12,
                    dtype: np.dtype = np.float32) -> Network:
@@ -162,8 +164,8 @@ def build_frontier(image_shape: tuple[int, int, int], widths: tuple[int, int, in
 
         reshape -> whitening Conv2D(C, 2*9C, frozen) -> GELU
         -> 3 groups of [Conv2D(pool=True) -> BatchNorm2D -> GELU -> Conv2D -> BatchNorm2D -> GELU],
-           of `widths` channels (airbench: 64, 256, 256); each group halves H and W
-        -> GlobalMaxPool -> Dense(widths[-1], n_classes)
+           of `conv_channels` channels (airbench: 64, 256, 256); each group halves H and W
+        -> GlobalMaxPool -> Dense(conv_channels[-1], n_classes)
 
     The whitening conv's W comes from `whitening_images` (N, C, H, W) when given
     (`numpynet.whitening.whitening_weights`), else stays at its He-normal init until the caller
@@ -177,7 +179,7 @@ def build_frontier(image_shape: tuple[int, int, int], widths: tuple[int, int, in
         whiten.params["W"][...] = whitening_weights(whitening_images, dtype=dtype)
     layers: list[Layer] = [Reshape((c, h, w)), whiten, GELU()]
     c = whiten.out_channels
-    for width in widths:
+    for width in conv_channels:
         layers += [Conv2D(c, width, rng, dtype, pool=True),
                    BatchNorm2D(width, batchnorm_momentum, batchnorm_eps, scale=False, dtype=dtype), GELU(),
                    Conv2D(width, width, rng, dtype),

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from numpynet.conv import KERNEL, Conv2D, Flatten, GlobalMaxPool
+from numpynet.conv import KERNEL, Conv2D, Flatten, GlobalMaxPool, MaxPool2D
 from numpynet.layers import GELU, Dense, Dropout, Layer, ReLU, Reshape
 from numpynet.model import Network
 from numpynet.norm import BatchNorm2D
@@ -124,6 +124,10 @@ def _check_layer(spec: Any, shape: tuple[int, ...], where: str) -> tuple[int, ..
         if len(shape) != 3 or shape[0] != channels:
             raise ModelFormatError(f"{where}: a batchnorm2d layer of {channels} channels receives shape {shape}")
         return shape
+    if kind == "maxpool2d":
+        if len(shape) != 3 or shape[1] % 2 or shape[2] % 2:
+            raise ModelFormatError(f"{where}: maxpool2d needs images of even height and width, receives {shape}")
+        return (shape[0], shape[1] // 2, shape[2] // 2)
     if kind in ("flatten", "global_maxpool"):
         if len(shape) != 3:
             raise ModelFormatError(f"{where}: {kind} needs (C, H, W) images, receives {shape}")
@@ -173,7 +177,8 @@ def _make_layer(spec: dict[str, Any]) -> Layer:
         return Dropout(spec["rate"])
     if kind == "reshape":
         return Reshape(tuple(spec["shape"]))
-    return {"relu": ReLU, "gelu": GELU, "flatten": Flatten, "global_maxpool": GlobalMaxPool}[kind]()
+    return {"relu": ReLU, "gelu": GELU, "maxpool2d": MaxPool2D, "flatten": Flatten,
+            "global_maxpool": GlobalMaxPool}[kind]()
 
 
 def from_arrays(arrays: dict[str, np.ndarray]) -> tuple[Network, dict[str, Any]]:

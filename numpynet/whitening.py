@@ -20,7 +20,7 @@ import numpy as np
 from numpynet.conv import KERNEL, im2col
 
 EPS = 5e-4              # airbench's init_whitening_conv default
-CHUNK_IMAGES = 256      # images per im2col in `patch_covariance`: a 32x32x3 chunk is 56 MiB of float64 columns
+CHUNK_IMAGES = 256      # images per im2col in `patch_covariance` (256 x H*W x 9C float64 columns at a time)
 
 
 def patch_covariance(images: np.ndarray) -> np.ndarray:

@@ -43,9 +43,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import urllib3
-from urllib3.exceptions import HTTPError, MaxRetryError, ProxySchemeUnknown, ResponseError
+from urllib3.exceptions import HTTPError, LocationValueError, MaxRetryError, ProxySchemeUnknown, ResponseError
 
 from stages._io import StageError
+from stages.paths import SOURCE_FILE
 
 CONNECT_TIMEOUT = 15.0        # seconds to open a connection
 READ_TIMEOUT = 60.0           # seconds without a single byte before a read is abandoned
@@ -126,7 +127,7 @@ def cached_download(url: str, md5: str, cache_dir: Path, *,
                 resumed, last = False, f"md5 {got} after resuming a partial download, expected {md5}"
                 continue
             raise DownloadError(f"download of {url} gave a file with md5 {got}, expected {md5} "
-                                "(cifar10/source.yaml md5); the file was deleted")
+                                f"({SOURCE_FILE} md5); the file was deleted")
     raise DownloadError(f"download of {url} failed after {tries} tries: {last}")
 
 
@@ -148,6 +149,9 @@ def _fetch_into(pool: urllib3.PoolManager, url: str, part: Path, timeout: urllib
         raise _Retry(_describe(err, "while connecting or waiting for the response",
                                f"connect timeout {timeout.connect_timeout:g} s, "
                                f"read timeout {timeout.read_timeout:g} s")) from None
+    except (LocationValueError, ValueError) as err:   # a URL urllib3 cannot use: a bad redirect
+        raise DownloadError(f"download of {url} failed: it was sent to a URL that cannot be used ({err}); "
+                            "the server's redirect is broken") from None
 
     with response:
         what = f"HTTP {response.status} {response.reason}"
@@ -230,10 +234,10 @@ def _pool_manager(url: str) -> urllib3.PoolManager:
     proxy = urllib.request.getproxies().get(parts.scheme)
     if not proxy or urllib.request.proxy_bypass(parts.netloc):
         return urllib3.PoolManager(retries=FOLLOW_REDIRECTS)
-    proxy_url = urllib3.util.parse_url(proxy if "://" in proxy else f"http://{proxy}")  # urllib took host:port
-    auth = urllib.parse.unquote(proxy_url.auth) if proxy_url.auth else None
     try:
+        proxy_url = urllib3.util.parse_url(proxy if "://" in proxy else f"http://{proxy}")  # urllib took host:port
+        auth = urllib.parse.unquote(proxy_url.auth) if proxy_url.auth else None
         return urllib3.ProxyManager(proxy_url._replace(auth=None).url, retries=FOLLOW_REDIRECTS,
                                     proxy_headers=urllib3.make_headers(proxy_basic_auth=auth) if auth else None)
-    except ProxySchemeUnknown as err:
+    except (ProxySchemeUnknown, LocationValueError) as err:
         raise DownloadError(f"download of {url} failed: {parts.scheme}_proxy: {err}; fix or unset it") from None

@@ -34,7 +34,7 @@ def read_info() -> dict[str, Any]:
     return info
 
 
-def read_split(split: str, n_classes: int, classes_of: str = "dataset.json") -> tuple[np.ndarray, np.ndarray]:
+def read_split(split: str, n_classes: int, classes_of: str = str(DATASET_INFO)) -> tuple[np.ndarray, np.ndarray]:
     """(images float32 (N, ROW_LENGTH), labels int (N,) in 0..n_classes-1) of one split; `classes_of`
     names where n_classes comes from, for the message."""
     images_path, labels_path = prepared_arrays(split)

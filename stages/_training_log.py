@@ -32,7 +32,7 @@ from typing import Any
 from numpynet.training import EpochRecord
 from stages._io import StageError, put_back, quote, set_aside, write_json
 from stages._read import read_bytes, read_json
-from stages.paths import TRAINING, TRAINING_SUMMARY, training_series
+from stages.paths import DVC_YAML, TRAIN_LOSS, TRAINING, TRAINING_SUMMARY, VAL_ACCURACY, VAL_LOSS, training_series
 
 MAX_BYTES = 64 << 20        # 100,000 epochs (the params' limit) take about 3 MB a series
 MAX_EPOCHS = 100_000
@@ -53,7 +53,7 @@ def _live(directory: Path):
         def _init_dvc(self) -> None:
             self._inside_dvc_pipeline = bool(os.getenv(env.DVC_ROOT))
             self._inside_dvc_exp = bool(os.getenv(env.DVC_EXP_BASELINE_REV))
-            self._dvc_file = "dvc.yaml"
+            self._dvc_file = str(DVC_YAML)
 
         def make_summary(self) -> None:
             """DVCLive's summary, written whole (a temporary file renamed onto it), so whoever
@@ -85,10 +85,10 @@ class Recorder:
             raise
 
     def _log(self, record: EpochRecord, plot: bool) -> None:
-        self.live.log_metric("train/loss", record.train_loss, plot=plot)
+        self.live.log_metric(TRAIN_LOSS, record.train_loss, plot=plot)
         if record.val_loss is not None:
-            self.live.log_metric("val/loss", record.val_loss, plot=plot)
-            self.live.log_metric("val/accuracy", record.val_accuracy, plot=plot)
+            self.live.log_metric(VAL_LOSS, record.val_loss, plot=plot)
+            self.live.log_metric(VAL_ACCURACY, record.val_accuracy, plot=plot)
 
     def epoch(self, record: EpochRecord) -> None:
         """One row per series, and the summary rewritten: what `dvc exp show` shows live."""
@@ -171,11 +171,11 @@ def _read_series(path: Path, column: str, high: float = math.inf) -> list[float]
 def read(directory: Path = TRAINING) -> TrainingRecord:
     """The record in `directory`, checked: every series numbered 1..N, the same N for all of
     them, and a summary that is one of its epochs. StageError (one line) otherwise."""
-    train_loss = _read_series(training_series("train/loss", directory), "loss")
-    has_val = training_series("val/loss", directory).exists() or training_series("val/accuracy", directory).exists()
-    val_loss = _read_series(training_series("val/loss", directory), "loss") if has_val else None
-    val_accuracy = _read_series(training_series("val/accuracy", directory), "accuracy", 1.0) if has_val else None
-    for name, series in (("val/loss", val_loss), ("val/accuracy", val_accuracy)):
+    train_loss = _read_series(training_series(TRAIN_LOSS, directory), "loss")
+    has_val = training_series(VAL_LOSS, directory).exists() or training_series(VAL_ACCURACY, directory).exists()
+    val_loss = _read_series(training_series(VAL_LOSS, directory), "loss") if has_val else None
+    val_accuracy = _read_series(training_series(VAL_ACCURACY, directory), "accuracy", 1.0) if has_val else None
+    for name, series in ((VAL_LOSS, val_loss), (VAL_ACCURACY, val_accuracy)):
         if series is not None and len(series) != len(train_loss):
             raise StageError(f"{training_series(name, directory)} holds {len(series)} epochs, "
                              f"{training_series('train/loss', directory)} {len(train_loss)}; {REBUILD}")

@@ -77,7 +77,6 @@ class Real:
         return v
 
 
-
 @dataclass(frozen=True)
 class Integer:
     """An integer in [low, high]."""
@@ -96,7 +95,6 @@ class Integer:
         return value
 
 
-
 @dataclass(frozen=True)
 class Boolean:
     def describe(self) -> str:
@@ -106,7 +104,6 @@ class Boolean:
         if not isinstance(value, bool):
             raise Invalid(f"is a {type(value).__name__}")
         return value
-
 
 
 @dataclass(frozen=True)
@@ -124,7 +121,6 @@ class Choice:
         if value not in self.options:
             raise Invalid("is not allowed")
         return value
-
 
 
 @dataclass(frozen=True)
@@ -148,7 +144,6 @@ class IntegerList:
             if not _is_int(item) or not self.low <= item <= self.high:
                 raise Invalid(f"holds {quote(item)}")
         return tuple(value)
-
 
 
 @dataclass(frozen=True)
@@ -175,7 +170,6 @@ class Names:
         return tuple(value)
 
 
-
 @dataclass(frozen=True)
 class Hex:
     """A string of exactly `digits` hexadecimal digits (a checksum)."""
@@ -191,7 +185,6 @@ class Hex:
         if not re.fullmatch(f"[0-9a-fA-F]{{{self.digits}}}", value):
             raise Invalid("is not allowed")
         return value.lower()
-
 
 
 @dataclass(frozen=True)
@@ -213,7 +206,6 @@ class Url:
                 or any(c.isspace() or ord(c) < 32 for c in value):
             raise Invalid("is not allowed")
         return value
-
 
 
 @dataclass(frozen=True)
@@ -238,7 +230,6 @@ class Mapping:
             except Invalid as err:
                 raise Invalid(f"{key} {err}") from None
         return out
-
 
 
 # ---------------------------------------------------------------- sections

@@ -43,7 +43,7 @@ MODELS = Path("models")                   # train's one cached output (for DVC's
 MODEL = MODELS / "model.npz"
 TRAINING = MODELS / "training"            # DVCLive's record of each epoch
 TRAINING_SUMMARY = TRAINING / "metrics.json"
-SERIES = ("train/loss", "val/loss", "val/accuracy")
+SERIES = TRAIN_LOSS, VAL_LOSS, VAL_ACCURACY = ("train/loss", "val/loss", "val/accuracy")   # DVCLive's names
 
 
 def training_series(name: str, directory: Path = TRAINING) -> Path:
@@ -64,6 +64,7 @@ LOSS_PNG = Path("plots/loss_curve.png")
 
 # ---------------------------------------------------------------- the tools'
 
+DVC_YAML = Path("dvc.yaml")
 LOCK = Path("dvc.lock")
 RERUN_REPORT = Path("rerun-check/report.md")   # tools/rerun_check.py's markdown report
 

@@ -106,10 +106,13 @@ def main() -> None:
         if recorder is not None:
             recorder.discard()   # the earlier record back, as the earlier model stays
         if isinstance(err, MemoryError):
-            sizes = (f"conv_channels {list(spec.conv_channels)}, " if spec.model != "mlp" else "") + \
-                f"hidden_sizes {list(spec.hidden_sizes)}, batch_size {config.batch_size}"
+            sizes = ", ".join(([f"conv_channels {list(spec.conv_channels)}"] if spec.model != "mlp" else [])
+                              + ([f"hidden_sizes {list(spec.hidden_sizes)}"] if spec.model != "frontier" else [])
+                              + [f"batch_size {config.batch_size}"])
+            smaller = "conv_channels (or batch_size)" if spec.model == "frontier" else \
+                "hidden_sizes (or conv_channels / batch_size)"
             raise StageError(f"{PARAMS_FILE}: train: the network ({sizes}) does not fit in memory; "
-                             "choose smaller train.hidden_sizes (or conv_channels / batch_size)") from None
+                             f"choose smaller train.{smaller}") from None
         if isinstance(err, TrainingDiverged):
             raise StageError(str(err)) from err
         raise

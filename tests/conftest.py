@@ -1,5 +1,5 @@
 """Session fixtures only; keep this file small. Helpers live in tests/helpers/ (see its
-__init__.py: archives, http, repo, files, gradcheck, params), tests in one folder per code package
+__init__.py: archives, http, repo, files, gradcheck, layouts, stacks, pipes, params), tests in one folder per code package
 (numpynet/, cifar10/, stages/, tools/) plus pipeline/ (the real `dvc` CLI, CI) and faults/
 (fault injection through the real stages and tools)."""
 

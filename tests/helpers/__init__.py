@@ -14,7 +14,12 @@ never from one another.
 - `files`: the one place for file hashes and listings (`md5`, `sha256`, `file_sha256`,
   `digests`, `glob_digests`, `snapshot` of `OUTPUTS`, `listing`) and `assert_clean_failure`
   (exit 1, no traceback, one final `<stage>: error:` line).
-- `gradcheck`: centered finite differences (`numerical_gradient`) and `relative_error`.
+- `gradcheck`: centered finite differences (`numerical_gradient`), `relative_error` and a
+  layer's every gradient against them (`check_layer_gradients`).
+- `layouts`: the same image batch in channels-last memory (`channels_last`); `stacks`: a stack
+  of layers run forward and backward (`run_stack`).
+- `pipes`: holding a process at its next log line by filling its output pipe (`fill`,
+  `blocked_writing`), so tests of running stages need no timing.
 - `params`: the values each params rule must refuse, from a stage's schema (`refused`,
   `refused_values`).
 

@@ -11,7 +11,7 @@ real fetch stage against it with short timeouts.
 Both servers listen on 127.0.0.1 (ephemeral port, own thread) and serve `body` under
 /cifar-10-python.tar.gz (NAME), taking one step of the plan per request (then "ok"):
 "ok" (honours Range), "ignore-range", "drop-half" (announces the full length, sends half,
-closes), "stall" (sends 1000 bytes, then nothing), "redirect" (302 to /NAME), or an HTTP status
+closes), "stall" (sends 1000 bytes, then nothing), "redirect" (302 to /NAME; "redirect:<location>" to that), or an HTTP status
 such as "404". A request in a proxy's form (`GET http://<any host>/NAME`) is served the same,
 so a server can stand in for an http proxy.
 FaultServer adds "stall-after-<n>": like "ok" (Range included) but the body stops after n
@@ -80,9 +80,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if urllib.parse.urlsplit(self.path).path != f"/{NAME}":
             self.send_error(404)
             return
-        if behaviour == "redirect":
+        if behaviour.startswith("redirect"):   # "redirect" (to /NAME), or "redirect:<location>"
             self.send_response(302)
-            self.send_header("Location", f"/{NAME}")
+            self.send_header("Location", behaviour.partition(":")[2] or f"/{NAME}")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return

@@ -1,6 +1,6 @@
 """numpynet.model_file: a network to arrays and back gives the same network (the frontier network
 with its frozen whitening weights and batch-norm running statistics too); layer specs that
-`build` does not write, and missing or impossible buffers, are refused. The refusals of
+`build` does not write or that do not fit, and missing or impossible buffers, are refused. The refusals of
 damaged, crafted and foreign files, through the stages that load them, are in
 tests/faults/test_model_files.py."""
 
@@ -10,7 +10,9 @@ import re
 import numpy as np
 import pytest
 
-from numpynet.model import build_cnn, build_frontier
+from numpynet.conv import Conv2D, Flatten, MaxPool2D
+from numpynet.layers import Dense, ReLU, Reshape
+from numpynet.model import Network, build_cnn, build_frontier
 from numpynet.model_file import ModelFormatError, from_arrays, to_arrays
 
 SHAPE = (3, 8, 8)
@@ -20,6 +22,15 @@ SHAPE = (3, 8, 8)
 def cnn_arrays():
     net = build_cnn(SHAPE, [4, 6], [5], 3, np.random.default_rng(24), dropout=0.25)
     return net, to_arrays(net, {"input_shape": list(SHAPE), "class_names": ["a", "b", "c"]})
+
+
+def test_a_network_with_a_separate_pooling_layer_comes_back_computing_the_same_bytes():
+    rng = np.random.default_rng(26)
+    net = Network([Reshape(SHAPE), Conv2D(3, 4, rng), ReLU(), MaxPool2D(), Flatten(), Dense(4 * 4 * 4, 3, rng)])
+    loaded, _ = from_arrays(to_arrays(net, {"input_shape": list(SHAPE)}))
+    assert loaded.architecture() == net.architecture()
+    x = rng.standard_normal((5, np.prod(SHAPE)), dtype=np.float32)
+    assert loaded.forward(x).tobytes() == net.forward(x).tobytes()
 
 
 def test_a_cnn_comes_back_computing_the_same_bytes(cnn_arrays):
@@ -35,8 +46,9 @@ def test_a_cnn_comes_back_computing_the_same_bytes(cnn_arrays):
 REFUSED = {
     "conv2d-without-pool": (lambda specs: specs[1].pop("pool"), "layer 1: conv2d pool is None; expected true or false"),
     "conv2d-pool-a-string": (lambda specs: specs[1].update(pool="yes"), "conv2d pool is 'yes'; expected true or false"),
-    # build_cnn pools inside each convolution: a model file never lists a separate pooling layer
-    "maxpool2d-layer": (lambda specs: specs.insert(2, {"kind": "maxpool2d"}), "layer 2: unknown layer kind 'maxpool2d'"),
+    # a pooling layer must find even images: after the first pooled conv they are 4x4, then 2x2, 1x1
+    "maxpool2d-on-odd-images": (lambda specs: [specs.insert(2, {"kind": "maxpool2d"}) for _ in range(3)],
+                                "layer 4: maxpool2d needs images of even height and width"),
 }
 
 
@@ -46,7 +58,7 @@ def test_specs_build_does_not_write_are_refused(cnn_arrays, name):
     _, arrays = cnn_arrays
     specs = json.loads(str(arrays["architecture"]))
     change(specs)
-    with pytest.raises(ModelFormatError, match=fragment):
+    with pytest.raises(ModelFormatError, match=re.escape(fragment)):
         from_arrays({**arrays, "architecture": np.array(json.dumps(specs))})
 
 

@@ -202,13 +202,22 @@ def test_no_proxy_hosts_are_fetched_directly(serve, archive_bytes, tmp_path, mon
     assert path.read_bytes() == archive_bytes and sleeps == [] and len(server.requests) == 1
 
 
-def test_an_unusable_proxy_setting_is_named(archive_bytes, tmp_path, monkeypatch):
-    monkeypatch.setenv("http_proxy", "socks5://127.0.0.1:1080")
+@pytest.mark.parametrize("proxy", ["socks5://127.0.0.1:1080", "http://host:port", "http://[::1"])
+def test_an_unusable_proxy_setting_is_named(archive_bytes, tmp_path, monkeypatch, proxy):
+    monkeypatch.setenv("http_proxy", proxy)
     url = f"http://archive.invalid/{NAME}"
     with pytest.raises(DownloadError) as err:
         download(url, md5(archive_bytes), tmp_path / "cache")
-    assert f"download of {url} failed: http_proxy" in str(err.value)
-    assert "socks5" in str(err.value) and "unset it" in str(err.value)
+    assert f"download of {url} failed: http_proxy" in str(err.value) and "unset it" in str(err.value)
+
+
+@pytest.mark.parametrize("location", ["ftp://127.0.0.1/x", "http://127.0.0.1:99999/x", "http://[::1/x"])
+def test_a_redirect_to_an_unusable_url_fails_in_one_line(serve, archive_bytes, tmp_path, location):
+    server = serve(f"redirect:{location}")
+    with pytest.raises(DownloadError) as err:
+        download(server.url(), md5(archive_bytes), tmp_path / "cache")
+    assert f"download of {server.url()} failed: it was sent to a URL that cannot be used" in str(err.value)
+    assert "\n" not in str(err.value) and len(server.requests) == 1
 
 
 def test_progress_bar_only_on_a_terminal(serve, archive_bytes, tmp_path, capsys, monkeypatch):

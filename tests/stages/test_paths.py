@@ -88,8 +88,8 @@ def test_every_declared_file_is_inside_an_output_of_the_stage_that_writes_it():
 
 # ---------------------------------------------------------------- said once
 
-PIPELINE_PATH = re.compile(r"(?<![\w/])(data/|models/|metrics/|plots/|rerun-check/|dvc\.lock|params\.yaml|model\.npz"
-                           r"|source\.yaml)")
+PIPELINE_PATH = re.compile(r"(?<![\w/])(data/|models/|metrics/|plots/|rerun-check/|dvc\.lock|dvc\.yaml|params\.yaml"
+                           r"|model\.npz|dataset\.json|cifar10/source\.yaml|source\.yaml)")
 SOURCES = sorted(f.relative_to(ROOT) for folder in ("stages", "tools") for f in (ROOT / folder).glob("*.py")
                  if f.name != "paths.py")
 
@@ -111,6 +111,7 @@ def test_no_stage_or_tool_spells_a_path_of_the_pipeline(source):
 
 def test_the_check_finds_a_spelled_path():
     assert spelled_paths('"""Reads models/model.npz."""\nMODEL = Path("models/model.npz")\n') == ["models/model.npz"]
+    assert spelled_paths('x = "(cifar10/source.yaml md5)"\ny = "dvc.yaml"\n') == ["(cifar10/source.yaml md5)", "dvc.yaml"]
 
 
 # ---------------------------------------------------------------- code deps
