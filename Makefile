@@ -79,9 +79,9 @@ SEED ?= 0
 cifar10-full: $(VENV)/.runtime-installed
 	dvc exp run -n "cifar10-full-seed$(SEED)" \
 	  -S 'filter_normalize.classes=[airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck]' \
-	  -S train.model=frontier -S 'train.conv_channels=[64,256,256]' -S train.batch_size=512 \
-	  -S train.epochs=5 -S train.learning_rate=0.2 -S train.momentum=0.9 -S train.nesterov=true \
-	  -S train.weight_decay=0.0005 -S train.lr_schedule=cosine -S train.warmup_epochs=1 \
+	  -S train.model=frontier -S 'train.conv_channels=[64,256,256]' -S train.batch_size=1024 \
+	  -S train.epochs=5 -S train.learning_rate=1.5 -S train.momentum=0.85 -S train.nesterov=true \
+	  -S train.weight_decay=0.00133 -S train.lr_schedule=airbench -S train.warmup_epochs=0 \
 	  -S train.dropout=0 -S train.flip=true -S train.crop_padding=2 -S train.label_smoothing=0.2 \
 	  -S train.lookahead=true -S train.restore_best=false -S train.seed=$(SEED) \
 	  -S evaluate.flip_tta=true -S evaluate.translate_tta=true

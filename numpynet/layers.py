@@ -28,6 +28,7 @@ class Parameter(NamedTuple):
     value: np.ndarray    # updated in place
     grad: np.ndarray     # same shape, filled by `backward`
     decay: bool          # a multiplicative weight (weight decay applies), not an additive bias
+    lr_scale: float = 1.0  # this array's learning rate is the run's times this (`Layer.lr_scales`)
 
 
 class Layer:
@@ -36,7 +37,9 @@ class Layer:
     `weights` names the keys of `params` that multiply the input (kernels, matrices): weight
     decay applies to them and not to the additive ones (biases). `frozen` names the keys of
     `params` that are saved but not trained (`Network.parameters` leaves them out). `buffers`
-    holds the non-trainable state `forward` updates (running statistics), saved with the model."""
+    holds the non-trainable state `forward` updates (running statistics), saved with the model.
+    `lr_scales` multiplies the learning rate of some keys of `params` (a training choice of the
+    network's builder, not saved: airbench trains batch-norm biases 64 times faster)."""
 
     kind = "layer"
     weights: tuple[str, ...] = ()
@@ -47,6 +50,7 @@ class Layer:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
+        self.lr_scales: dict[str, float] = {}
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         raise NotImplementedError
@@ -64,6 +68,14 @@ def he_normal(rng: np.random.Generator, fan_in: int, shape: tuple[int, ...],
               dtype: np.dtype = np.float32) -> np.ndarray:
     """He-normal init: N(0, 2 / fan_in), the right scale for ReLU layers."""
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+def uniform_fan_in(rng: np.random.Generator, fan_in: int, shape: tuple[int, ...],
+                   dtype: np.dtype = np.float32) -> np.ndarray:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default init of its Linear and Conv2d weights
+    (kaiming_uniform with a = sqrt(5)), which airbench's hyperparameters were tuned with."""
+    bound = 1.0 / np.sqrt(fan_in)
+    return rng.uniform(-bound, bound, shape).astype(dtype)
 
 
 class Dense(Layer):
@@ -138,6 +150,30 @@ class GELU(Layer):
         x, t = self._x, self._tanh
         du_dx = self.C * (1.0 + 3.0 * self.A * x * x)
         return grad_out * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
+
+
+class Scale(Layer):
+    """y = s x, elementwise, for a fixed s; any shape. Backward: dx = s dy.
+
+    airbench multiplies its logits by 1/9; before a Dense layer, as here, that is the same product
+    (s x) W = s (x W), so W sees the same gradient s x^T dY."""
+
+    kind = "scale"
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"Scale factor must be positive and finite, got {factor!r}")
+        self.factor = factor
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        return x * x.dtype.type(self.factor)
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        return grad_out * grad_out.dtype.type(self.factor) if need_input_grad else None
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "factor": self.factor}
 
 
 class Dropout(Layer):

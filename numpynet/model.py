@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from numpynet.conv import KERNEL, Conv2D, Flatten, GlobalMaxPool
-from numpynet.layers import GELU, Dense, Dropout, Layer, Parameter, ReLU, Reshape
+from numpynet.layers import GELU, Dense, Dropout, Layer, Parameter, ReLU, Reshape, Scale, uniform_fan_in
 from numpynet.losses import softmax
 from numpynet.norm import BatchNorm2D
 from numpynet.whitening import whitening_weights
@@ -49,7 +49,8 @@ class Network:
         for i, layer in enumerate(self.layers):
             for key, value in layer.params.items():
                 if key not in layer.frozen:
-                    yield Parameter(f"layer{i}.{key}", value, layer.grads[key], key in layer.weights)
+                    yield Parameter(f"layer{i}.{key}", value, layer.grads[key], key in layer.weights,
+                                    layer.lr_scales.get(key, 1.0))
 
     def state(self) -> dict[str, np.ndarray]:
         """Every array that defines the network, by model-file name: each layer's parameters,
@@ -87,6 +88,8 @@ class Network:
 
 MODEL_KINDS = ("mlp", "cnn", "frontier")
 WHITENING_IMAGES = 5000   # training images whose 3x3 patches set the frontier network's whitening (airbench94's count)
+BATCHNORM_BIAS_LR_SCALE = 64.0   # the frontier's batch-norm biases train this much faster (airbench94's bias_scaler)
+LOGIT_SCALE = 1 / 9              # the frontier's logits are scaled by this (airbench94's scaling_factor)
 
 
 @dataclass(frozen=True)
@@ -165,14 +168,17 @@ def build_frontier(image_shape: tuple[int, int, int], conv_channels: tuple[int, 
         reshape -> whitening Conv2D(C, 2*9C, frozen) -> GELU
         -> 3 groups of [Conv2D(pool=True) -> BatchNorm2D -> GELU -> Conv2D -> BatchNorm2D -> GELU],
            of `conv_channels` channels (airbench: 64, 256, 256); each group halves H and W
-        -> GlobalMaxPool -> Dense(conv_channels[-1], n_classes)
+        -> GlobalMaxPool -> Scale(1/9) -> Dense(conv_channels[-1], n_classes)
 
-    The whitening conv's W comes from `whitening_images` (N, C, H, W) when given
-    (`numpynet.whitening.whitening_weights`), else stays at its He-normal init until the caller
-    sets it. Batch norms as airbench's: no scale (gamma fixed at 1), momentum 0.4 (its 0.6 in
-    PyTorch's other convention), eps 1e-12. Differences from airbench: 3x3 zero-padded
-    whitening patches (its are 2x2, unpadded), He-normal convs (its are partly identity
-    kernels), conv and dense biases, no 1/9 logit scale; GELU in its tanh approximation."""
+    As airbench builds it: the whitening conv's W comes from `whitening_images` (N, C, H, W) when
+    given (`numpynet.whitening.whitening_weights`; else it keeps a random init until the caller
+    sets it); every other W starts as PyTorch's default (`uniform_fan_in`), and the first C_in
+    filters of each group's convs as the identity (torch.nn.init.dirac_: filter i passes input
+    channel i through); batch norms have no scale (gamma fixed at 1), momentum 0.4 (its 0.6 in
+    PyTorch's other convention), eps 1e-12, and biases that train at 64 times the learning rate
+    (`Layer.lr_scales`); the logits are scaled by 1/9. Differences from airbench: 3x3
+    zero-padded whitening patches (its are 2x2, unpadded), conv and dense biases (its have none;
+    a bias before a batch norm gets a zero gradient), GELU in its tanh approximation."""
     c, h, w = image_shape
     whiten = Conv2D(c, 2 * KERNEL * KERNEL * c, rng, dtype, frozen=True)
     if whitening_images is not None:
@@ -180,10 +186,24 @@ def build_frontier(image_shape: tuple[int, int, int], conv_channels: tuple[int, 
     layers: list[Layer] = [Reshape((c, h, w)), whiten, GELU()]
     c = whiten.out_channels
     for width in conv_channels:
-        layers += [Conv2D(c, width, rng, dtype, pool=True),
-                   BatchNorm2D(width, batchnorm_momentum, batchnorm_eps, scale=False, dtype=dtype), GELU(),
-                   Conv2D(width, width, rng, dtype),
-                   BatchNorm2D(width, batchnorm_momentum, batchnorm_eps, scale=False, dtype=dtype), GELU()]
+        convs = [Conv2D(c, width, rng, dtype, pool=True), Conv2D(width, width, rng, dtype)]
+        norms = [BatchNorm2D(width, batchnorm_momentum, batchnorm_eps, scale=False, dtype=dtype) for _ in convs]
+        for conv, norm in zip(convs, norms):
+            W = conv.params["W"]
+            W[...] = uniform_fan_in(rng, math.prod(W.shape[1:]), W.shape, dtype)
+            dirac(W)
+            norm.lr_scales = {"beta": BATCHNORM_BIAS_LR_SCALE}
+            layers += [conv, norm, GELU()]
         c = width
-    layers += [GlobalMaxPool(), Dense(c, n_classes, rng, dtype)]
+    head = Dense(c, n_classes, rng, dtype)
+    head.params["W"][...] = uniform_fan_in(rng, c, head.params["W"].shape, dtype)
+    layers += [GlobalMaxPool(), Scale(LOGIT_SCALE), head]
     return Network(layers)
+
+
+def dirac(W: np.ndarray) -> None:
+    """Make the first min(F, C) filters of W (F, C, k, k) identities, in place (torch's dirac_):
+    filter i is 1 at input channel i's centre tap and 0 elsewhere, so it copies channel i."""
+    n = min(W.shape[0], W.shape[1])
+    W[:n] = 0
+    W[np.arange(n), np.arange(n), W.shape[2] // 2, W.shape[3] // 2] = 1

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from numpynet.conv import KERNEL, Conv2D, Flatten, GlobalMaxPool, MaxPool2D
-from numpynet.layers import GELU, Dense, Dropout, Layer, ReLU, Reshape
+from numpynet.layers import GELU, Dense, Dropout, Layer, ReLU, Reshape, Scale
 from numpynet.model import Network
 from numpynet.norm import BatchNorm2D
 
@@ -91,6 +91,11 @@ def _check_layer(spec: Any, shape: tuple[int, ...], where: str) -> tuple[int, ..
         rate = spec.get("rate")
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
             raise ModelFormatError(f"{where}: dropout rate {_short(rate)} is not in [0, 1)")
+        return shape
+    if kind == "scale":
+        factor = spec.get("factor")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < 1e6:
+            raise ModelFormatError(f"{where}: scale factor {_short(factor)} is not in (0, 1e6)")
         return shape
     if kind == "reshape":
         target = spec.get("shape")
@@ -175,6 +180,8 @@ def _make_layer(spec: dict[str, Any]) -> Layer:
         return BatchNorm2D(spec["channels"], spec["momentum"], spec["eps"], spec["scale"])
     if kind == "dropout":
         return Dropout(spec["rate"])
+    if kind == "scale":
+        return Scale(float(spec["factor"]))
     if kind == "reshape":
         return Reshape(tuple(spec["shape"]))
     return {"relu": ReLU, "gelu": GELU, "maxpool2d": MaxPool2D, "flatten": Flatten,

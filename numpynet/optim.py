@@ -15,6 +15,7 @@ class SGD:
     With momentum mu the step is the velocity v = mu * v + g (PyTorch's form);
     with Nesterov it is g + mu * v, a look-ahead along the new velocity.
 
+    A parameter's `lr_scale` multiplies lr for it alone (airbench's faster batch-norm biases).
     `params` is a list of `Parameter`s; grads are used as scratch space
     (they are recomputed every step), so an update allocates no memory.
     """
@@ -29,7 +30,7 @@ class SGD:
         self.scratch = [np.empty_like(p.value) for p in params] if (momentum or weight_decay) else None
 
     def step(self, lr: float) -> None:
-        for i, (_, p, g, decay) in enumerate(self.params):
+        for i, (_, p, g, decay, lr_scale) in enumerate(self.params):
             if self.weight_decay and decay:
                 g += np.multiply(p, self.weight_decay, out=self.scratch[i])        # g + wd * p
             step = g
@@ -41,7 +42,7 @@ class SGD:
                     g += np.multiply(v, self.momentum, out=self.scratch[i])    # g + mu v
                 else:
                     step = np.copyto(self.scratch[i], v) or self.scratch[i]
-            step *= p.dtype.type(lr)
+            step *= p.dtype.type(lr * lr_scale)
             p -= step
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "airbench")
+AIRBENCH_WARMUP = 0.23   # airbench94: the fraction of the run its learning rate rises for
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,10 @@ class Schedule:
        (step k of W warm-up steps uses base_lr * (k + 1) / W, so none is zero);
     2. constant: base_lr;
     3. step: base_lr * gamma ** (step // decay_every);
-    4. cosine: half a cosine from base_lr at the end of warm-up down to 0 at the last step.
+    4. cosine: half a cosine from base_lr at the end of warm-up down to 0 at the last step;
+    5. airbench (airbench94's own, no separate warm-up): with W = int(0.23 T) of the T steps,
+       base_lr (0.2 + 0.8 k / W) for steps k < W, then linearly from base_lr down to 0.07 base_lr
+       at step T.
     """
 
     kind: str
@@ -38,6 +42,12 @@ class Schedule:
                    steps_per_epoch * step_epochs, gamma)
 
     def __call__(self, step: int) -> float:
+        if self.kind == "airbench":
+            rise = int(self.total_steps * AIRBENCH_WARMUP)
+            if step < rise:
+                return self.base_lr * (0.2 + 0.8 * step / rise)
+            frac = (step - rise) / max(self.total_steps - rise, 1)
+            return self.base_lr * (1.0 - 0.93 * frac)
         if step < self.warmup_steps:
             return self.base_lr * (step + 1) / self.warmup_steps
         if self.kind == "constant":

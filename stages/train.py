@@ -47,6 +47,8 @@ PARAMS = Section("train", (
 ), checks=(
     Check(lambda v: not v["nesterov"] or v["momentum"] > 0,
           "nesterov is true but momentum is 0; set a momentum, e.g. 0.9, or nesterov: false"),
+    Check(lambda v: v["lr_schedule"] != "airbench" or v["warmup_epochs"] == 0,
+          "lr_schedule airbench has its own warm-up but warmup_epochs is not 0; set warmup_epochs: 0"),
     Check(lambda v: v["warmup_epochs"] <= v["epochs"],
           "warmup_epochs is longer than the run (epochs); choose at most epochs"),
 ))

@@ -5,8 +5,9 @@ layers in test_conv.py."""
 import math
 
 import numpy as np
+import pytest
 
-from numpynet.layers import GELU, Dense, Dropout, ReLU, Reshape
+from numpynet.layers import GELU, Dense, Dropout, ReLU, Reshape, Scale, uniform_fan_in
 from numpynet.losses import cross_entropy, softmax_cross_entropy
 from numpynet.model import Network, build_mlp
 from tests.helpers.gradcheck import check_layer_gradients, numerical_gradient, relative_error
@@ -33,9 +34,9 @@ def check_network(net: Network, x: np.ndarray, y: np.ndarray, training: bool = F
 
     _, grad = softmax_cross_entropy(net.forward(x, training), y)
     net.backward(grad)
-    analytic = {name: g.copy() for name, _, g, _ in net.parameters()}
+    analytic = {p.name: p.grad.copy() for p in net.parameters()}
     assert analytic, "network has no parameters"
-    for name, p, _, _ in net.parameters():
+    for name, p in ((q.name, q.value) for q in net.parameters()):
         err = relative_error(analytic[name], numerical_gradient(loss, p))
         assert err < TOL, f"{name}: relative error {err:.2e}"
 
@@ -101,6 +102,23 @@ def test_reshape_round_trip_gradient():
     out = layer.forward(x)
     assert out.shape == (2, 3, 2, 2) and out[1, 2, 1, 0] == x[1, 10]
     assert np.array_equal(layer.backward(out * 2), x * 2)
+
+
+def test_scale_multiplies_forward_and_backward_and_refuses_a_bad_factor():
+    x = channels_last(np.random.default_rng(4).standard_normal((2, 3, 4, 2)))
+    layer = Scale(1 / 9)
+    np.testing.assert_array_equal(layer.forward(x), x * (1 / 9))
+    check_layer_gradients(layer, x)
+    assert layer.spec() == {"kind": "scale", "factor": 1 / 9}
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="Scale factor"):
+            Scale(bad)
+
+
+def test_uniform_fan_in_is_pytorchs_default_bound():
+    w = uniform_fan_in(np.random.default_rng(0), 64, (20_000,))
+    assert w.dtype == np.float32 and np.max(np.abs(w)) <= 1 / 8
+    assert np.std(w) == pytest.approx(1 / 8 / math.sqrt(3), rel=0.02)   # U(-b, b) has std b / sqrt(3)
 
 
 def test_gelu_is_the_tanh_approximation_close_to_x_phi_x():

@@ -25,12 +25,23 @@ def test_frontier_layers_forward_backward_and_a_step():
     net = build_frontier(SHAPE, (8, 16, 16), 10, np.random.default_rng(1), whitening_images=images)
     kinds = [layer.kind for layer in net.layers]
     group = ["conv2d", "batchnorm2d", "gelu", "conv2d", "batchnorm2d", "gelu"]
-    assert kinds == ["reshape", "conv2d", "gelu", *group * 3, "global_maxpool", "dense"]
+    assert kinds == ["reshape", "conv2d", "gelu", *group * 3, "global_maxpool", "scale", "dense"]
+    assert net.layers[-2].factor == pytest.approx(1 / 9)
     whiten = net.layers[1]
     assert whiten.out_channels == 54 and whiten.frozen == ("W",)
     assert all(layer.scale is False and layer.momentum == 0.4 and layer.eps == 1e-12
                for layer in net.layers if isinstance(layer, BatchNorm2D))
+    assert all(layer.lr_scales == {"beta": 64.0} for layer in net.layers if isinstance(layer, BatchNorm2D))
     assert [layer.pool for layer in net.layers if isinstance(layer, Conv2D)] == [False] + [True, False] * 3
+    for conv in [layer for layer in net.layers if isinstance(layer, Conv2D)][1:]:
+        W = conv.params["W"]   # (F, C, 3, 3): the first min(F, C) filters identities, the rest U(+-1/sqrt(9C))
+        f, c = W.shape[:2]
+        n = min(f, c)
+        identity = np.zeros((n, c, 3, 3), np.float32)
+        identity[np.arange(n), np.arange(n), 1, 1] = 1
+        np.testing.assert_array_equal(W[:n], identity)
+        if f > c:
+            assert 0 < np.max(np.abs(W[c:])) <= 1 / np.sqrt(9 * c)
     x = images.reshape(6, -1)
     logits = net.forward(x, training=True)
     assert logits.shape == (6, 10) and logits.dtype == np.float32 and np.all(np.isfinite(logits))

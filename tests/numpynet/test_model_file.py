@@ -78,7 +78,7 @@ def test_the_frontier_network_comes_back_with_frozen_weights_and_running_statist
     assert json.loads(str(arrays["architecture"]))[1]["frozen"] is True
     loaded, _ = from_arrays(arrays)
     assert loaded.architecture() == net.architecture()
-    assert loaded.layers[1].frozen == ("W",)
+    assert loaded.layers[1].frozen == ("W",) and loaded.layers[-2].factor == net.layers[-2].factor
     assert [p.name for p in loaded.parameters()] == [p.name for p in net.parameters()]
     for name, value in net.state().items():
         assert loaded.state()[name].tobytes() == value.tobytes(), name
@@ -108,6 +108,9 @@ FRONTIER_REFUSED = {
     "momentum-above-one": (lambda a: _spec_edit(a, 4, momentum=2), "batchnorm2d momentum 2 is not in [0, 1]"),
     "channels-mismatch": (lambda a: _spec_edit(a, 4, channels=5), "a batchnorm2d layer of 5 channels receives"),
     "scale-without-gamma": (lambda a: _spec_edit(a, 4, scale=True), "parameter layer4.gamma is missing"),
+    "logit-scale-zero": (lambda a: _spec_edit(a, -2, factor=0), "scale factor 0 is not in (0, 1e6)"),
+    "logit-scale-a-string": (lambda a: _spec_edit(a, -2, factor="1/9"), "scale factor '1/9' is not in (0, 1e6)"),
+    "logit-scale-huge": (lambda a: _spec_edit(a, -2, factor=1e300), "scale factor 1e+300 is not in (0, 1e6)"),
 }
 
 

@@ -38,6 +38,20 @@ def test_nesterov_looks_ahead():
     assert params[0][1][0] == pytest.approx(1.0 - 0.1 * 0.95)
 
 
+def test_lr_scale_multiplies_one_parameters_step_and_not_its_weight_decay_rate():
+    """A parameter of lr_scale s takes the step of lr * s, the rest the step of lr (momentum,
+    Nesterov and weight decay as usual)."""
+    scaled = [Parameter("layer0.beta", np.array([1.0]), np.array([0.5]), True, lr_scale=64.0)]
+    plain = one_param()
+    for params, lr in ((scaled, 0.1), (plain, 0.1 * 64.0)):
+        opt = SGD(params, momentum=0.9, nesterov=True, weight_decay=0.01)
+        opt.step(lr)
+        params[0].grad[0] = 0.25
+        opt.step(lr)
+    assert scaled[0].value[0] == plain[0].value[0]
+    assert scaled[0].value[0] != 1.0
+
+
 def test_weight_decay_gradient_is_that_of_the_l2_penalty_on_weights_only():
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((5, 7)), rng.integers(0, 3, 5)
@@ -55,7 +69,7 @@ def test_weight_decay_gradient_is_that_of_the_l2_penalty_on_weights_only():
     raw_bias_grads = {p.name: p.grad.copy() for p in params if not p.decay}
     before = {p.name: p.value.copy() for p in params}
     SGD(params, weight_decay=wd).step(lr=1.0)  # with lr 1 the step taken is the gradient used
-    for name, p, _, _ in params:
+    for name, p in ((q.name, q.value) for q in params):
         assert relative_error(before[name] - p, numeric[name]) < TOL, name
         if name.endswith(".b"):  # biases are not decayed: their step is the plain loss gradient
             assert np.allclose(before[name] - p, raw_bias_grads[name], rtol=1e-12, atol=1e-15)

@@ -26,3 +26,14 @@ def test_schedules():
     assert lr(20, spe, base, 20, "cosine", warmup_epochs=2) == pytest.approx(base)
     with pytest.raises(ValueError, match="cosine"):
         lr(0, spe, base, 20, "exp")
+
+
+def test_airbench_rises_from_a_fifth_over_23_percent_then_falls_linearly_to_7_percent():
+    spe, base, epochs = 10, 1.5, 10          # 100 steps; the rise is int(0.23 * 100) = 23 steps
+    assert lr(0, spe, base, epochs, "airbench") == pytest.approx(0.2 * base)
+    assert lr(11, spe, base, epochs, "airbench") == pytest.approx(base * (0.2 + 0.8 * 11 / 23))
+    assert lr(23, spe, base, epochs, "airbench") == pytest.approx(base)
+    assert lr(23 + 77 // 2, spe, base, epochs, "airbench") == pytest.approx(base * (1 - 0.93 * 38 / 77))
+    assert lr(100, spe, base, epochs, "airbench") == pytest.approx(0.07 * base)
+    steps = [lr(k, spe, base, epochs, "airbench") for k in range(100)]
+    assert max(steps) == pytest.approx(base) and steps.index(max(steps)) == 23

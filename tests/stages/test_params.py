@@ -133,6 +133,8 @@ def section_with(**changes):
 @pytest.mark.parametrize("changes, fragment", [
     ({"nesterov": True, "momentum": 0.0}, "params.yaml: train: nesterov is true but momentum is 0"),
     ({"warmup_epochs": 51.0, "epochs": 50}, "params.yaml: train: warmup_epochs is longer than the run"),
+    ({"lr_schedule": "airbench", "warmup_epochs": 1.0},
+     "params.yaml: train: lr_schedule airbench has its own warm-up but warmup_epochs is not 0"),
     ({"learing_rate": 0.1}, "params.yaml: train.learing_rate is not a param of 'train'; the params are model, "),
 ])
 def test_cross_key_rules_and_unknown_keys(changes, fragment):
