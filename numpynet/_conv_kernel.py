@@ -12,7 +12,8 @@ the machinery that speed needs:
 - Jobs. A convolution runs as jobs of a few images each on `numpynet.parallel`'s worker threads
   (`parallel.batch_jobs`: cut by shape alone, so bit-identical for any number of workers). A job
   does its images' copies and products back to back, so the im2col columns it writes are still
-  in cache when its matmul reads them (and the columns' gradient when its col2im does).
+  in cache when its matmul reads them (and the columns' gradient when its col2im does). The
+  weights' gradient is the exception: one large product over the whole batch (`_backward`).
 - Fused pooling. `pool=True` runs the 2x2 max pooling inside the convolution's jobs, forward
   and backward, while each job's images are in cache.
 - Buffer reuse. The zero-bordered input and the im2col matrix are allocated once per shape and
@@ -89,8 +90,10 @@ def _backward(cols: np.ndarray, dy: np.ndarray, w_mat: np.ndarray, shape: tuple[
     rows (M = N*H*W), dy (M, F) = dL/dy, w_mat (9C, F), shape = (N, C, H, W) of the input
     -> dW_mat (9C, F), db (F,), and dL/dx (N, C, H, W) (None unless need_input_grad).
 
-    dW = cols^T dY, one partial product per job, added in job order. dx: dcols = dY W^T, then
-    col2im. The 9 slice-adds of col2im run along the contiguous axis of dcols, so its layout is
+    dW = cols^T dY, one `parallel.matmul` over every row once dy is complete: a product whose
+    inner dimension is the whole batch runs near the machine's peak (one partial product per
+    job, as this was, ran a few hundred rows deep at a quarter of it and summed gigabytes of
+    partial results). dx: dcols = dY W^T, then col2im. The 9 slice-adds of col2im run along the contiguous axis of dcols, so its layout is
     chosen for the longer run: channels-last (runs of C) when C >= W, computed in the same jobs
     as the partial dW while the job's rows are in cache; else "K-major" dcols^T = W dY^T,
     (3, 3, C, N, H, W) in memory, runs of W (a 3-channel input layer, where runs of 3 would
@@ -100,24 +103,22 @@ def _backward(cols: np.ndarray, dy: np.ndarray, w_mat: np.ndarray, shape: tuple[
     convolution's pooling backward), in the same job, so that they are in cache for the rest."""
     n, c, h, w = shape
     k, f = w_mat.shape
-    jobs = conv_jobs(n, c, h, w)
-    partial_dw = np.empty((len(jobs), k, f), dy.dtype)
     channels_last = need_input_grad and c >= w
     if channels_last:
         dx = np.empty((n, h, w, c), dy.dtype)
         dcols = np.empty((n * h * w, k), dy.dtype)
 
-    def job(i: int, images: slice) -> None:
+    def job(images: slice) -> None:
         rows = slice(images.start * h * w, images.stop * h * w)
         if fill_dy is not None:
             fill_dy(images)
-        np.matmul(cols[rows].T, dy[rows], out=partial_dw[i])
         if channels_last:
             np.matmul(dy[rows], w_mat.T, out=dcols[rows])
             _col2im(dcols[rows].reshape(-1, h, w, KERNEL, KERNEL, c), dx[images])
 
-    run([functools.partial(job, i, images) for i, images in enumerate(jobs)])
-    dw_mat = partial_dw.sum(axis=0)
+    if fill_dy is not None or channels_last:
+        run([functools.partial(job, images) for images in conv_jobs(n, c, h, w)])
+    dw_mat = matmul(cols.T, dy)
     db = np.ones(len(dy), dy.dtype) @ dy      # db = sum of dY over every pixel, as a matvec
     if channels_last:
         return dw_mat, db, dx.transpose(0, 3, 1, 2)

@@ -88,16 +88,16 @@ def conv2d_backward(dy: np.ndarray, x_col: np.ndarray, weight: np.ndarray
     """dy (N, F, H, W) = dL/dy, X_col (N*H*W, 9C) of the forward, W (F, C, 3, 3)
     -> dW (F, C, 3, 3), db (F,), dx (N, C, H, W), in W's dtype.
 
-    The sums and products are cut as the kernel cuts them, which makes the two bit for bit
-    equal: dW is summed job by job (one partial product per run of images, added in order), db
-    is a matrix-vector product with a vector of ones, and dX_col is multiplied job by job, or,
-    when C < W (the kernel's "K-major" layout), as one `parallel.matmul` of W_col dY_col^T."""
+    The products are cut as the kernel cuts them, which makes the two bit for bit equal: dW is
+    one `parallel.matmul`, db a matrix-vector product with a vector of ones, and dX_col is
+    multiplied job by job (runs of images), or, when C < W (the kernel's "K-major" layout), as
+    one `parallel.matmul` of W_col dY_col^T."""
     n, f, h, w = dy.shape
     c = weight.shape[1]
     dy_col = dy.transpose(0, 2, 3, 1).reshape(n * h * w, f).astype(weight.dtype, copy=False)
     w_col = weight_matrix(weight)
     rows = _rows(n, c, h, w)
-    dw_col = np.sum([x_col[r].T @ dy_col[r] for r in rows], axis=0)      # dW = X_col^T dY_col
+    dw_col = parallel.matmul(x_col.T, dy_col)                             # dW = X_col^T dY_col
     db = np.ones(n * h * w, dy_col.dtype) @ dy_col                        # db = sum of dY
     if c >= w:                                                            # dX_col = dY_col W_col^T
         dx_col = np.concatenate([dy_col[r] @ w_col.T for r in rows])
