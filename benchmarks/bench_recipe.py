@@ -103,6 +103,7 @@ def follow(repo: Path, seed: int, runner: subprocess.Popen | None = None, log=pr
             break
         time.sleep(POLL)
     train_seconds = time.time() - start
+    last_epoch(summary, start, epochs, log)
     log(f"bench_recipe: train ended after {train_seconds / 60:.1f} min")
     evaluate = None
     while evaluate is None and (runner is None or runner.poll() is None):
@@ -121,6 +122,20 @@ def follow(repo: Path, seed: int, runner: subprocess.Popen | None = None, log=pr
     return {"seed": seed, "commit": head, "date": time.strftime("%Y-%m-%d"),
             "machine": report.machine(), "train_seconds": round(train_seconds, 1), "epochs": epochs,
             "test_accuracy": metrics["test"]["accuracy"], "params": (repo / PARAMS).read_text()}
+
+
+def last_epoch(summary: Path, start: float, epochs: list[dict], log=print) -> None:
+    """Add the run's last epoch to `epochs` if the poll missed it: the process can write it and
+    end within one poll. Once train has ended its summary is the saved epoch's, rewritten moments
+    after the last epoch's (so its time is that rewrite's); an earlier epoch (restore_best) is
+    already in `epochs`."""
+    final = json.loads(summary.read_text())
+    if epochs and final["step"] <= epochs[-1]["epoch"]:
+        return
+    seconds = summary.stat().st_mtime - start
+    epochs.append({"epoch": final["step"], "seconds": round(seconds, 1), "val_accuracy": final["val"]["accuracy"]})
+    log(f"bench_recipe: epoch {final['step']} at {seconds / 60:.1f} min (as train ended), "
+        f"val accuracy {final['val']['accuracy']:.4f}")
 
 
 def save(record: dict, results: Path = RESULTS) -> Path:

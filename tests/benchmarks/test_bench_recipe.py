@@ -77,11 +77,13 @@ def test_follow_records_each_epoch_the_train_time_and_the_test_accuracy(repo, mo
         runner.stdin.flush()
         assert runner.stdout.readline() == "written\n"
         assert f"epoch {epoch} at" in next_line(f"bench_recipe: epoch {epoch}")
-    runner.stdin.close()   # train ends, evaluate runs
+    runner.stdin.write("3 0.875\n")   # the last epoch, and train ends at once: seen while running or after
+    runner.stdin.close()               # train ends, evaluate runs
     follower.join(timeout=120)
     assert not follower.is_alive()
-    assert [(e["epoch"], e["val_accuracy"]) for e in result["epochs"]] == [(1, 0.5), (2, 0.75)]
-    assert 0 <= result["epochs"][0]["seconds"] <= result["epochs"][1]["seconds"] <= result["train_seconds"]
+    assert [(e["epoch"], e["val_accuracy"]) for e in result["epochs"]] == [(1, 0.5), (2, 0.75), (3, 0.875)]
+    seconds = [e["seconds"] for e in result["epochs"]]
+    assert 0 <= seconds[0] <= seconds[1] <= seconds[2] <= result["train_seconds"] + 0.1
     assert result["train_seconds"] <= time.time() - before + 1
     assert result["test_accuracy"] == 0.9123 and result["seed"] == 3 and result["params"] == "train:\n  seed: 3\n"
 
