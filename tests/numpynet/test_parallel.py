@@ -19,12 +19,14 @@ from tests.helpers.repo import ROOT
 THREAD_COUNTS = (1, 2, 3, 4, 8, 16)
 
 # Each model kind at shapes that exercise the block splitting: the reference MLP, the default
-# params' MLP (dropout, flip, cosine, weight decay), the README's best MLP, and the CNN.
+# params' MLP (dropout, flip, cosine, weight decay), the README's best MLP, the CNN, and the
+# frontier network of `make cifar10-full` with its recipe (airbench's schedule, faster batch-norm
+# biases, Lookahead, label smoothing) for a few steps.
 PROBE = r"""
 import hashlib, json, sys
 import stages
 from numpynet import parallel
-from numpynet.model import build_cnn, build_mlp
+from numpynet.model import build_cnn, build_frontier, build_mlp
 from numpynet.training import RandomStreams, TrainConfig, fit
 import numpy as np
 
@@ -40,11 +42,17 @@ kinds = {
                                                            nesterov=True, crop_padding=4, mixup_alpha=0.2)),
     "cnn": ([128], [32, 64, 128], 0.0, TrainConfig(batch_size=64, epochs=1, momentum=0.9, crop_padding=4,
                                                    flip=True)),
+    "frontier": (None, [64, 256, 256], 0.0, TrainConfig(
+        batch_size=16, epochs=1, learning_rate=1.5, momentum=0.85, nesterov=True, weight_decay=0.00133,
+        lr_schedule="airbench", flip=True, crop_padding=2, label_smoothing=0.2, lookahead=True)),
 }
 out = {"workers": parallel.workers()}
 for name, (hidden, conv, dropout, config) in kinds.items():
     streams = RandomStreams.from_seed(0)
-    if conv:
+    if name == "frontier":   # 6 steps: Lookahead's every-5-steps update runs once
+        xs = x[:96]
+        net = build_frontier((3, 32, 32), tuple(conv), 3, streams.init, xs.reshape(-1, 3, 32, 32))
+    elif conv:
         net = build_cnn((3, 32, 32), conv, hidden, 3, streams.init, dropout, streams.dropout)
         xs = x[:192]
     else:
@@ -52,8 +60,8 @@ for name, (hidden, conv, dropout, config) in kinds.items():
         xs = x[:512]
     result = fit(net, (xs, y[:len(xs)]), (x[512:], y[512:]), config, streams, (3, 32, 32))
     digest = hashlib.sha256()
-    for p in net.parameters():
-        digest.update(p.value.tobytes())
+    for value in net.state().values():   # every weight, frozen or not, and the running statistics
+        digest.update(value.tobytes())
     digest.update(np.float64([result.history[-1].train_loss, result.history[-1].val_loss]).tobytes())
     out[name] = digest.hexdigest()
 print(json.dumps(out))
