@@ -90,19 +90,18 @@ def _backward(cols: np.ndarray, dy: np.ndarray, w_mat: np.ndarray, shape: tuple[
     rows (M = N*H*W), dy (M, F) = dL/dy, w_mat (9C, F), shape = (N, C, H, W) of the input
     -> dW_mat (9C, F), db (F,), and dL/dx (N, C, H, W) (None unless need_input_grad).
 
-    dW = cols^T dY, one `parallel.matmul` over every row once dy is complete: a product whose
-    inner dimension is the whole batch runs near the machine's peak (one partial product per
-    job, as this was, ran a few hundred rows deep at a quarter of it and summed gigabytes of
-    partial results). dx: dcols = dY W^T, then col2im. The 9 slice-adds of col2im run along the contiguous axis of dcols, so its layout is
-    chosen for the longer run: channels-last (runs of C) when C >= W, computed in the same jobs
-    as the partial dW while the job's rows are in cache; else "K-major" dcols^T = W dY^T,
-    (3, 3, C, N, H, W) in memory, runs of W (a 3-channel input layer, where runs of 3 would
-    make col2im several times slower).
+    dW = cols^T dY, one `parallel.matmul` over every row once dy is complete (one partial
+    product per job, a run of images, made products only a few hundred rows deep and gigabytes
+    of partial results to add). dx: dcols = dY W^T, then col2im. The 9 slice-adds of col2im run
+    along the contiguous axis of dcols, so its layout is chosen for the longer run:
+    channels-last (runs of C) when C >= W, computed job by job while the job's rows are in
+    cache; else "K-major" dcols^T = W dY^T, (3, 3, C, N, H, W) in memory, runs of W (a 3-channel
+    input layer, where runs of 3 would make col2im several times slower).
 
     `fill_dy(images)`, when given, first writes those images' rows of dy (a pooled
     convolution's pooling backward), in the same job, so that they are in cache for the rest."""
     n, c, h, w = shape
-    k, f = w_mat.shape
+    k = w_mat.shape[0]
     channels_last = need_input_grad and c >= w
     if channels_last:
         dx = np.empty((n, h, w, c), dy.dtype)
