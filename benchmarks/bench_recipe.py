@@ -95,10 +95,7 @@ def follow(repo: Path, seed: int, runner: subprocess.Popen | None = None, log=pr
             seen = stamp
             live = json.loads(summary.read_text())
             if running:   # after the run, finish() rewrites the summary as the saved epoch: not a new epoch
-                epochs.append({"epoch": live["step"], "seconds": round(stamp - start, 1),
-                               "val_accuracy": live["val"]["accuracy"]})
-                log(f"bench_recipe: epoch {live['step']} at {(stamp - start) / 60:.1f} min, "
-                    f"val accuracy {live['val']['accuracy']:.4f}")
+                add_epoch(epochs, live, stamp - start, log)
         if not running:
             break
         time.sleep(POLL)
@@ -130,12 +127,15 @@ def last_epoch(summary: Path, start: float, epochs: list[dict], log=print) -> No
     after the last epoch's (so its time is that rewrite's); an earlier epoch (restore_best) is
     already in `epochs`."""
     final = json.loads(summary.read_text())
-    if epochs and final["step"] <= epochs[-1]["epoch"]:
-        return
-    seconds = summary.stat().st_mtime - start
-    epochs.append({"epoch": final["step"], "seconds": round(seconds, 1), "val_accuracy": final["val"]["accuracy"]})
-    log(f"bench_recipe: epoch {final['step']} at {seconds / 60:.1f} min (as train ended), "
-        f"val accuracy {final['val']['accuracy']:.4f}")
+    if not epochs or final["step"] > epochs[-1]["epoch"]:
+        add_epoch(epochs, final, summary.stat().st_mtime - start, log, " (as train ended)")
+
+
+def add_epoch(epochs: list[dict], summary: dict, seconds: float, log=print, when: str = "") -> None:
+    """Append the epoch a DVCLive summary describes, `seconds` after train started, and log it."""
+    epochs.append({"epoch": summary["step"], "seconds": round(seconds, 1), "val_accuracy": summary["val"]["accuracy"]})
+    log(f"bench_recipe: epoch {summary['step']} at {seconds / 60:.1f} min{when}, "
+        f"val accuracy {summary['val']['accuracy']:.4f}")
 
 
 def save(record: dict, results: Path = RESULTS) -> Path:
