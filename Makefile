@@ -122,7 +122,7 @@ bench-conv: $(VENV)/.test-installed
 	python -m benchmarks.bench_conv --profile
 
 bench-frontier: $(VENV)/.test-installed
-	python -m benchmarks.bench_frontier
+	python -m benchmarks.bench_frontier $(if $(TORCH_PYTHON),--torch-python $(TORCH_PYTHON))
 
 fault-suite-count: $(VENV)/.test-installed
 	python -m benchmarks.fault_suite

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from numpynet.parallel import matmul
+from numpynet.parallel import elementwise, matmul
 
 
 class Parameter(NamedTuple):
@@ -143,12 +143,22 @@ class GELU(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._x = x
-        self._tanh = np.tanh(self.C * (x + self.A * (x * x * x)))   # not x ** 3: NumPy's float power is slow
-        return 0.5 * x * (1.0 + self._tanh)
+        y, self._tanh = elementwise(self.formula, x)   # in cache-sized chunks on the worker threads
+        return y
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        x, t = self._x, self._tanh
-        du_dx = self.C * (1.0 + 3.0 * self.A * x * x)
+        return elementwise(self.derivative, grad_out, self._x, self._tanh)
+
+    @classmethod
+    def formula(cls, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """y and tanh u (kept for the backward pass), any shape."""
+        t = np.tanh(cls.C * (x + cls.A * (x * x * x)))   # not x ** 3: NumPy's float power is slow
+        return 0.5 * x * (1.0 + t), t
+
+    @classmethod
+    def derivative(cls, grad_out: np.ndarray, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """dL/dx = dL/dy * dy/dx, from x and t = tanh u, any shape."""
+        du_dx = cls.C * (1.0 + 3.0 * cls.A * x * x)
         return grad_out * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
 
 

@@ -15,6 +15,7 @@ images, one job each (`batch_jobs`).
     matmul(a, b)        a (M, K) @ b (K, N) -> (M, N), like `a @ b` for 2-D operands
     run(jobs)           call each job (disjoint outputs) on the worker threads
     batch_jobs(n, e)    a batch of n items of e elements of work each, cut into jobs
+    elementwise(f, *a)  f(*a) for an elementwise f, in cache-sized chunks on the worker threads
 
 Small products (below the first threshold of SPLITS) are one BLAS call on the calling thread,
 because handing them to a thread costs more than they take.
@@ -38,6 +39,8 @@ ALIGN = 16                 # block edges fall on multiples of 16 rows / columns 
 JOB_ELEMENTS = 1 << 18     # elements of work per job of `batch_jobs` (4 bytes each in float32): a
                            # job's data stays in cache from one of its passes to the next
                            # (time a change with benchmarks/bench_conv.py)
+CHUNK_ELEMENTS = 1 << 16   # elements per job of `elementwise`: a chunk of each array and of the
+                           # formula's temporaries stays in a core's L2 cache (2 MiB here)
 
 _workers = 1
 _pool: ThreadPoolExecutor | None = None
@@ -126,3 +129,37 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         blocks = [(a, b[:, s:e], out[:, s:e]) for s, e in itertools.pairwise(edges)]
     run([functools.partial(np.matmul, x, y, out=o) for x, y, o in blocks])
     return out
+
+
+def elementwise(fn: Callable[..., np.ndarray | tuple[np.ndarray, ...]], *arrays: np.ndarray
+                ) -> np.ndarray | tuple[np.ndarray, ...]:
+    """fn(*arrays) for an elementwise `fn` (each element of each result depends on the same
+    element of each input alone; it returns one array or a tuple of arrays of the inputs' shape),
+    computed over chunks of CHUNK_ELEMENTS of the arrays in memory order, a job each on the
+    worker threads: each chunk's temporaries stay in cache instead of each step of the formula
+    making a pass over memory. Element by element it is the same computation, so the result is
+    the same bits as fn(*arrays), whatever the number of workers, and in the same memory layout
+    (C-contiguous, or channels-last seen as (N, C, H, W)). Small arrays, and arrays that differ
+    in shape or layout or have gaps, are just fn(*arrays)."""
+    a = arrays[0]
+    axes = sorted(range(a.ndim), key=lambda i: -a.strides[i])      # the axes in memory order
+    if a.size <= CHUNK_ELEMENTS or any(b.shape != a.shape or b.strides != a.strides
+                                       or not b.transpose(axes).flags.c_contiguous for b in arrays):
+        return fn(*arrays)
+    size, stored = a.size, a.transpose(axes).shape
+    flat = [b.transpose(axes).reshape(-1) for b in arrays]            # views, in memory order
+    first = fn(*(f[:CHUNK_ELEMENTS] for f in flat))                    # the results' number and dtypes
+    single = isinstance(first, np.ndarray)
+    outs = [np.empty(size, r.dtype) for r in ((first,) if single else first)]
+
+    def job(start: int, stop: int, results=None) -> None:
+        results = fn(*(f[start:stop] for f in flat)) if results is None else results
+        for out, result in zip(outs, (results,) if single else results, strict=True):
+            out[start:stop] = result
+
+    job(0, CHUNK_ELEMENTS, first)
+    edges = [*range(CHUNK_ELEMENTS, size, CHUNK_ELEMENTS), size]
+    run([functools.partial(job, s, e) for s, e in itertools.pairwise(edges)])
+    back = tuple(np.argsort(axes))
+    shaped = [out.reshape(stored).transpose(back) for out in outs]
+    return shaped[0] if single else tuple(shaped)

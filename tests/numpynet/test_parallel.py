@@ -133,3 +133,48 @@ def test_batch_jobs_cover_the_batch_in_order_with_at_least_one_item_each():
     assert parallel.batch_jobs(4, parallel.JOB_ELEMENTS * 5) == [slice(i, i + 1) for i in range(4)]  # one item each
     assert parallel.batch_jobs(7, 1) == [slice(0, 7)]
     assert parallel.batch_jobs(0, 1) == []
+
+
+@pytest.mark.parametrize("layout", ["C", "channels_last", "strided"])
+def test_elementwise_is_the_formula_bit_for_bit_in_chunks_on_any_worker_count(layout):
+    from numpynet.layers import GELU
+    rng = np.random.default_rng(2)
+    shape = (5, 7, 61, 67)   # 143,045 elements: two full chunks and a short one
+    x, g = (3 * rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
+    if layout == "channels_last":   # (N, C, H, W) views of (N, H, W, C) memory, as the conv layers hand over
+        x, g = (np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) for a in (x, g))
+    elif layout == "strided":       # gaps between elements: no memory order to chunk, computed whole
+        x, g = x[:, :, ::2], g[:, :, ::2]
+    y0, t0 = GELU.formula(x)
+    dx0 = GELU.derivative(g, x, t0)
+    sizes = []
+    def recording(*a):
+        sizes.append(a[0].size)
+        return GELU.formula(*a)
+    try:
+        for w in (1, 2, 3):
+            parallel.set_workers(w)
+            sizes.clear()
+            y, t = parallel.elementwise(recording, x)
+            dx = parallel.elementwise(GELU.derivative, g, x, t)
+            for got, want in ((y, y0), (t, t0), (dx, dx0)):
+                assert got.tobytes() == want.tobytes() and got.strides == want.strides
+            if layout == "strided":
+                assert sizes == [x.size]
+            else:
+                assert sizes[0] == parallel.CHUNK_ELEMENTS and sorted(sizes) == sorted(
+                    [parallel.CHUNK_ELEMENTS] * 2 + [x.size - 2 * parallel.CHUNK_ELEMENTS])
+    finally:
+        parallel.set_workers(1)
+
+
+def test_elementwise_of_small_or_mismatched_arrays_is_fn_itself():
+    calls = []
+    def fn(*a):
+        calls.append([b.shape for b in a])
+        return a[0] + a[-1]
+    small = np.ones((4, 4), np.float32)
+    assert parallel.elementwise(fn, small, small).tolist() == (2 * small).tolist()
+    big = np.ones((300, 300), np.float32)
+    parallel.elementwise(fn, big, big.T.copy().T)   # the same shape in another layout
+    assert calls == [[(4, 4), (4, 4)], [(300, 300), (300, 300)]]
