@@ -184,9 +184,13 @@ def main() -> None:
         for name in ("forward", "backward"):
             setattr(layer, name, timer(getattr(layer, name), (i, name)))
 
-    usage = []
-    steps = train_steps(network, x, y, args.steps, after_warm_up=lambda: (seconds.clear(), usage.append(
-        resource.getrusage(resource.RUSAGE_SELF))))
+    usage = []   # CPU time used when the timed steps start
+
+    def start_timing() -> None:
+        seconds.clear()
+        usage.append(resource.getrusage(resource.RUSAGE_SELF))
+
+    steps = train_steps(network, x, y, args.steps, after_warm_up=start_timing)
     end = resource.getrusage(resource.RUSAGE_SELF)
     user, system = ((getattr(end, f) - getattr(usage[0], f)) / args.steps for f in ("ru_utime", "ru_stime"))
     step_time = statistics.median(steps)

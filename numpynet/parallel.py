@@ -146,20 +146,25 @@ def elementwise(fn: Callable[..., np.ndarray | tuple[np.ndarray, ...]], *arrays:
     if a.size <= CHUNK_ELEMENTS or any(b.shape != a.shape or b.strides != a.strides
                                        or not b.transpose(axes).flags.c_contiguous for b in arrays):
         return fn(*arrays)
-    size, stored = a.size, a.transpose(axes).shape
     flat = [b.transpose(axes).reshape(-1) for b in arrays]            # views, in memory order
-    first = fn(*(f[:CHUNK_ELEMENTS] for f in flat))                    # the results' number and dtypes
-    single = isinstance(first, np.ndarray)
-    outs = [np.empty(size, r.dtype) for r in ((first,) if single else first)]
 
-    def job(start: int, stop: int, results=None) -> None:
-        results = fn(*(f[start:stop] for f in flat)) if results is None else results
-        for out, result in zip(outs, (results,) if single else results, strict=True):
-            out[start:stop] = result
+    def store(start: int, results: np.ndarray | tuple[np.ndarray, ...]) -> None:
+        for out, result in zip(outs, as_tuple(results), strict=True):
+            out[start:start + len(result)] = result
 
-    job(0, CHUNK_ELEMENTS, first)
-    edges = [*range(CHUNK_ELEMENTS, size, CHUNK_ELEMENTS), size]
+    def job(start: int, stop: int) -> None:
+        store(start, fn(*(f[start:stop] for f in flat)))
+
+    first = fn(*(f[:CHUNK_ELEMENTS] for f in flat))   # the first chunk, and the results' number and dtypes
+    outs = [np.empty(a.size, r.dtype) for r in as_tuple(first)]
+    store(0, first)
+    edges = [*range(CHUNK_ELEMENTS, a.size, CHUNK_ELEMENTS), a.size]
     run([functools.partial(job, s, e) for s, e in itertools.pairwise(edges)])
     back = tuple(np.argsort(axes))
-    shaped = [out.reshape(stored).transpose(back) for out in outs]
-    return shaped[0] if single else tuple(shaped)
+    shaped = [out.reshape(a.transpose(axes).shape).transpose(back) for out in outs]
+    return shaped[0] if isinstance(first, np.ndarray) else tuple(shaped)
+
+
+def as_tuple(results: np.ndarray | tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """One array or a tuple of them, as a tuple."""
+    return results if isinstance(results, tuple) else (results,)
